@@ -1,0 +1,187 @@
+/**
+ * The user-agent core for one flow: client transactions keyed by Via branch, the message
+ * security association (TLS-DSK) applied to everything that crosses the flow, and the rule
+ * of [MS-SIPAE] §3.2.5.2 for what happens to unsigned or badly signed server messages.
+ *
+ * - Every request sent after the SA exists is signed.
+ * - Every final response received is checked. A bad rspauth is fatal: the flow is dropped
+ *   and `onSecurityFailure` reports it, so the registration re-authenticates from scratch.
+ * - Unsigned final responses: a 401 (re-authentication) and a non-2xx to REGISTER are let
+ *   through; a 2xx without Authentication-Info is a security failure ("rspauth-missing");
+ *   any other unsigned final response is dropped and its transaction left to time out.
+ * - 1xx responses are never signed by Lync pools and are passed through.
+ */
+import type { Clock } from "../core/clock.ts";
+import { AuthError, type HandsetError, TransportError } from "../core/errors.ts";
+import type { Logger } from "../core/logger.ts";
+import { hexToken, type Random } from "../core/random.ts";
+import type { Flow } from "./flow.ts";
+import { parseVia } from "./grammar/via.ts";
+import { header, type SipMessage, type SipRequest, type SipResponse, setHeader } from "./message/message.ts";
+import type { SecurityAssociation } from "./tls-dsk/security-association.ts";
+import { type NictUser, NonInviteClientTransaction, TIMER_F_MS } from "./transaction/non-invite-client.ts";
+
+export interface UserAgentCoreOptions {
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+  timerFMs?: number;
+}
+
+export class UserAgentCore {
+  private readonly transactions = new Map<string, NonInviteClientTransaction>();
+  private sa: SecurityAssociation | undefined;
+  private closed = false;
+  /** Called when the server's signature fails; the flow has already been closed. */
+  onSecurityFailure: (error: AuthError) => void = () => {};
+  /** Called once when the flow closes for any reason. */
+  onFlowClosed: (reason?: HandsetError) => void = () => {};
+  /** Requests from the server (NOTIFY, BENOTIFY, OPTIONS …) after signature checks. */
+  onRequest: (request: SipRequest) => void = () => {};
+
+  constructor(
+    readonly flow: Flow,
+    private readonly opts: UserAgentCoreOptions,
+  ) {
+    flow.onMessage((m) => this.receive(m));
+    flow.onClose((reason) => {
+      this.closed = true;
+      const err = reason ?? new TransportError("connection-closed", `${flow.remote} closed the connection`);
+      for (const t of [...this.transactions.values()]) t.transportFailed(err);
+      this.transactions.clear();
+      this.onFlowClosed(reason);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  get securityAssociation(): SecurityAssociation | undefined {
+    return this.sa;
+  }
+
+  setSecurityAssociation(sa: SecurityAssociation | undefined): void {
+    this.sa = sa;
+  }
+
+  newBranch(): string {
+    return `z9hG4bK${hexToken(this.opts.random, 10)}`;
+  }
+
+  /** Sends a request in a new non-INVITE client transaction. The request's top Via must carry its branch. */
+  sendRequest(
+    request: SipRequest,
+    user: NictUser,
+    opts: { sign?: boolean; includeVersion?: boolean } = {},
+  ): NonInviteClientTransaction {
+    const via = header(request, "Via");
+    const branch = via ? (parseVia(via).params.get("branch") ?? "") : "";
+    if (!branch) throw new Error("request without a Via branch"); // a bug in our own code, not input
+    const sign = opts.sign ?? this.sa !== undefined;
+    if (sign && this.sa)
+      this.sa.sign(request, this.opts.random, { includeVersion: opts.includeVersion ?? false });
+    const tx = new NonInviteClientTransaction(
+      branch,
+      request,
+      this.opts.clock,
+      {
+        onProvisional: (r) => user.onProvisional?.(r),
+        onFinal: (r) => {
+          this.transactions.delete(branch);
+          user.onFinal(r);
+        },
+        onFailure: (why, err) => {
+          this.transactions.delete(branch);
+          user.onFailure(why, err);
+        },
+      },
+      this.opts.timerFMs ?? TIMER_F_MS,
+    );
+    this.transactions.set(branch, tx);
+    if (this.closed) tx.transportFailed(new TransportError("connection-closed", "flow is closed"));
+    else this.flow.send(request);
+    return tx;
+  }
+
+  close(): void {
+    this.flow.close();
+  }
+
+  /** Pending client transactions; a leak check for soak tests. */
+  get pending(): number {
+    return this.transactions.size;
+  }
+
+  private receive(message: SipMessage): void {
+    if (message.kind === "request") {
+      if (this.sa && !this.checkSignature(message, false)) return;
+      this.onRequest(message);
+      return;
+    }
+    const via = header(message, "Via");
+    let branch = "";
+    try {
+      branch = via ? (parseVia(via).params.get("branch") ?? "") : "";
+    } catch {
+      branch = "";
+    }
+    const tx = this.transactions.get(branch);
+    if (!tx) {
+      this.opts.logger.debug("response matches no transaction; dropped", { status: message.status });
+      return;
+    }
+    if (message.status >= 200 && this.sa && !this.checkSignature(message, this.mayBeUnsigned(message)))
+      return;
+    tx.receive(message);
+  }
+
+  private mayBeUnsigned(response: SipResponse): boolean {
+    if (response.status === 401 || response.status === 407) return true;
+    const cseq = header(response, "CSeq") ?? "";
+    return /\bREGISTER\s*$/i.test(cseq) && response.status >= 300;
+  }
+
+  /** True when the message may be processed. */
+  private checkSignature(message: SipMessage, unsignedAllowed: boolean): boolean {
+    const sa = this.sa;
+    if (!sa) return true;
+    const signed = header(message, "Authentication-Info") ?? header(message, "Proxy-Authentication-Info");
+    if (!signed) {
+      if (unsignedAllowed) return true;
+      if (message.kind === "response" && message.status >= 200 && message.status < 300) {
+        this.securityFailure(
+          new AuthError("rspauth-missing", "Registrar answered without a signature (no Authentication-Info)"),
+        );
+      } else {
+        this.opts.logger.warn("unsigned message from the server dropped");
+      }
+      return false;
+    }
+    try {
+      sa.verify(message);
+      return true;
+    } catch (err) {
+      const e = err instanceof AuthError ? err : new AuthError("rspauth-invalid", String(err));
+      if (e.code === "sa-mismatch") {
+        // [MS-SIPAE] §3.2.5.2: no matching SA → discard the message.
+        this.opts.logger.warn("message signed for another security association dropped");
+        return false;
+      }
+      this.securityFailure(e);
+      return false;
+    }
+  }
+
+  private securityFailure(error: AuthError): void {
+    this.opts.logger.error("server signature check failed; dropping the flow", { code: error.code });
+    this.onSecurityFailure(error);
+    this.flow.close();
+  }
+
+  /** Adds Via with a fresh branch for this flow (helper for request builders). */
+  via(request: SipRequest, branch: string): void {
+    const { address, port } = this.flow.local;
+    setHeader(request, "Via", `SIP/2.0/TLS ${address}:${port};branch=${branch};rport`);
+  }
+}

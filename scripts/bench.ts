@@ -1,0 +1,160 @@
+/**
+ * `npm run bench`: measures, never asserts. Prints a table and writes bench-results/bench.json.
+ *
+ * - registration: full TLS-DSK registration on loopback (TLS connect, challenge, tunnelled
+ *   handshake, signed REGISTER, verified 200), median and p99, against the lab in a child process
+ *   so that this process's CPU is the phone's alone;
+ * - openssl: the same machine's `openssl s_time -new` full-handshake time against the same
+ *   registrar port, for comparison (target: registration ≤ 3× this);
+ * - refresh CPU: process CPU time per signed refresh with its verified 200 (target ≤ 5 ms).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { endpointForCert, registerOnce } from "../firmware/commands/register.ts";
+import type { LabReady } from "../test/lab/lab.ts";
+
+const ROOT = join(import.meta.dirname, "..");
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, i)]!;
+}
+
+function stats(values: number[]) {
+  const s = [...values].sort((a, b) => a - b);
+  const round = (v: number) => Math.round(v * 100) / 100;
+  return {
+    n: s.length,
+    median: round(percentile(s, 50)),
+    p99: round(percentile(s, 99)),
+    min: round(s[0] ?? 0),
+  };
+}
+
+async function startLabProcess(): Promise<{ ready: LabReady; stop: () => void }> {
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, "firmware/handset.mjs"), "lab", "--site", "hq", "--json"],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  const rl = createInterface({ input: child.stdout });
+  for await (const line of rl) {
+    const e = JSON.parse(line) as { event: string };
+    if (e.event === "lab.ready") return { ready: e as LabReady, stop: () => child.kill("SIGTERM") };
+  }
+  throw new Error("lab exited before lab.ready");
+}
+
+function opensslHandshakeMs(hostPort: string, caPath: string): number | undefined {
+  const r = spawnSync("openssl", ["s_time", "-connect", hostPort, "-new", "-time", "3", "-CAfile", caPath], {
+    encoding: "utf8",
+  });
+  if (r.error) return undefined;
+  const m =
+    /(\d+) connections in ([\d.]+)s/.exec(r.stdout) ?? /(\d+) connections in ([\d.]+) real/.exec(r.stdout);
+  if (!m) return undefined;
+  return (Number(m[2]) * 1000) / Number(m[1]);
+}
+
+/** Wall time of a whole `openssl s_client` handshake (process start included), as a person would time it. */
+function opensslClientMs(hostPort: string, caPath: string): ReturnType<typeof stats> | undefined {
+  const times: number[] = [];
+  for (let i = 0; i < 15; i++) {
+    const t0 = performance.now();
+    const r = spawnSync(
+      "openssl",
+      ["s_client", "-connect", hostPort, "-CAfile", caPath, "-verify_return_error"],
+      {
+        input: "",
+        encoding: "utf8",
+      },
+    );
+    if (r.error) return undefined;
+    times.push(performance.now() - t0);
+  }
+  return stats(times);
+}
+
+async function main(): Promise<void> {
+  const lab = await startLabProcess();
+  try {
+    const { ready } = lab;
+    const [host, port] = ready.pool.split(":");
+    const cert = readFileSync(ready.testClient.cert, "utf8");
+    const key = readFileSync(ready.testClient.key, "utf8");
+    const ca = [readFileSync(ready.ca, "utf8")];
+    const endpoint = endpointForCert(ready.testClient.uri, cert);
+    const base = {
+      registrar: { host: host!, port: Number(port) },
+      endpoint,
+      cert,
+      key,
+      ca,
+      timeoutMs: 20_000,
+    };
+
+    const results: Record<string, unknown> = {};
+    for (const innerTls of ["1.2", "1.0"] as const) {
+      const times: number[] = [];
+      for (let i = 0; i < 25; i++) {
+        const t0 = performance.now();
+        let t1 = 0;
+        await registerOnce({
+          ...base,
+          innerTls,
+          refreshes: 0,
+          onEvent: (e) => {
+            if (e.event === "state" && e["state"] === "registered") t1 = performance.now();
+          },
+        });
+        if (i >= 3) times.push(t1 - t0); // the first few warm up the JIT
+      }
+      results[`registration_ms_tls${innerTls}`] = stats(times);
+    }
+
+    const refreshes = 300;
+    let cpuStart = process.cpuUsage();
+    let wallStart = 0;
+    await registerOnce({
+      ...base,
+      innerTls: "1.2",
+      refreshes,
+      onEvent: (e) => {
+        if (e.event === "state" && e["state"] === "registered") {
+          cpuStart = process.cpuUsage();
+          wallStart = performance.now();
+        }
+      },
+    });
+    const cpu = process.cpuUsage(cpuStart);
+    results["refresh_cpu_ms_per_refresh"] =
+      Math.round(((cpu.user + cpu.system) / 1000 / refreshes) * 1000) / 1000;
+    results["refresh_wall_ms_per_refresh"] =
+      Math.round(((performance.now() - wallStart) / refreshes) * 1000) / 1000;
+
+    const ossl = opensslHandshakeMs(ready.pool, ready.ca);
+    results["openssl_s_time_handshake_ms"] = ossl ?? "openssl not installed";
+    const client = opensslClientMs(ready.pool, ready.ca);
+    results["openssl_s_client_ms"] = client ?? "openssl not installed";
+    const reg = results["registration_ms_tls1.2"] as { median: number };
+    if (client)
+      results["registration_over_s_client_ratio"] = Math.round((reg.median / client.median) * 100) / 100;
+    if (ossl)
+      results["registration_over_s_time_handshake_ratio"] = Math.round((reg.median / ossl) * 100) / 100;
+    results["targets"] = { registration_over_s_client_ratio: "≤ 3", refresh_cpu_ms_per_refresh: "≤ 5" };
+    results["machine"] = { node: process.version, platform: `${process.platform}-${process.arch}` };
+
+    mkdirSync(join(ROOT, "bench-results"), { recursive: true });
+    writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  } finally {
+    lab.stop();
+  }
+}
+
+await main();

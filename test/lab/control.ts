@@ -1,0 +1,70 @@
+/**
+ * The lab's control endpoint: faults on demand for tests and for people driving the demo.
+ * POST /registrar/{pool,sba}/{stop,start}, /registrar/{pool,sba}/fault?mode=bad-rspauth|
+ * no-auth-info|none, /users/<extension>/revoke. (WAN faults arrive with the WAN link.)
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { UserDirectory } from "./directory.ts";
+import type { LabRegistrar } from "./registrar.ts";
+
+export interface LabControl {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startControl(o: {
+  pool: LabRegistrar;
+  sba: LabRegistrar;
+  directory: UserDirectory;
+}): Promise<LabControl> {
+  const registrars: Record<string, LabRegistrar> = { pool: o.pool, sba: o.sba };
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? "/", "http://lab");
+    const answer = (status: number, body: unknown) => {
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === "GET" && url.pathname === "/status") {
+      return answer(200, {
+        pool: { running: o.pool.running, address: o.pool.address, stats: o.pool.stats },
+        sba: { running: o.sba.running, address: o.sba.address, stats: o.sba.stats },
+      });
+    }
+    if (req.method !== "POST") return answer(405, { error: "POST only" });
+    const parts = url.pathname.split("/").filter(Boolean);
+    if (parts[0] === "registrar" && parts[1] && registrars[parts[1]]) {
+      const r = registrars[parts[1]]!;
+      if (parts[2] === "stop") await r.stop();
+      else if (parts[2] === "start") await r.start();
+      else if (parts[2] === "fault") {
+        const mode = url.searchParams.get("mode") ?? "none";
+        r.faults = { badRspauth: mode === "bad-rspauth", omitAuthenticationInfo: mode === "no-auth-info" };
+      } else return answer(404, { error: "unknown registrar action" });
+      return answer(200, { ok: true, registrar: parts[1], running: r.running });
+    }
+    if (parts[0] === "users" && parts[1] && parts[2] === "revoke") {
+      const user = o.directory.byExtension(parts[1]);
+      if (!user) return answer(404, { error: "no such user" });
+      o.directory.revokeAll(user);
+      return answer(200, { ok: true });
+    }
+    return answer(404, { error: "unknown control path" });
+  };
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      res.writeHead(500);
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,364 @@
+/**
+ * The lab registrar: a Lync-like front end speaking SIP over TLS with TLS-DSK, written as
+ * honestly as the phone. It challenges, runs the server side of the tunnelled handshake
+ * (server flight 1 coalesced into one record, as Schannel sends it), requires a client
+ * certificate from the lab CA that is published for the user, checks every signed request,
+ * signs every final response, and can redirect (301, q=0.7 / q=0.3) like a Director.
+ *
+ * Fault switches (for the phone's negative tests) make it lie on purpose: a wrong rspauth,
+ * or a 200 without Authentication-Info.
+ */
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import * as tls from "node:tls";
+import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
+import { formatAuthHeader, parseAuthHeader } from "../../firmware/sip/grammar/auth-params.ts";
+import { parseNameAddr } from "../../firmware/sip/grammar/name-addr.ts";
+import { StreamFramer } from "../../firmware/sip/message/framer.ts";
+import {
+  header,
+  response,
+  type SipRequest,
+  type SipResponse,
+  setHeader,
+} from "../../firmware/sip/message/message.ts";
+import { serializeMessage } from "../../firmware/sip/message/serialize.ts";
+import type { TlsDskServerEngine } from "../../firmware/sip/tls-dsk/engine.ts";
+import { deriveTlsDskKeys } from "../../firmware/sip/tls-dsk/prf.ts";
+import { macAlgForCipher, SecurityAssociation } from "../../firmware/sip/tls-dsk/security-association.ts";
+import type { UserDirectory } from "./directory.ts";
+import { createLabServerEngine } from "./tls-dsk-server-engine.ts";
+
+export interface RegistrarFaults {
+  badRspauth?: boolean;
+  omitAuthenticationInfo?: boolean;
+}
+
+export interface LabRegistrarOptions {
+  name: string;
+  /** FQDN in the registrar's certificate and the TLS-DSK targetname. */
+  fqdn: string;
+  cert: string;
+  key: string;
+  ca: string;
+  directory: UserDirectory;
+  stsUri?: string;
+  expires?: number;
+  keepAliveS?: number;
+  /** Set: answer every authenticated REGISTER with a signed 301 to these (q 0.7, 0.3). */
+  redirect?: { primary: string; backup?: string };
+  presenceState?: string;
+  faults?: RegistrarFaults;
+  /** Allow TLS 1.0 inner handshakes (older pools did). */
+  innerMinVersion?: "TLSv1" | "TLSv1.2";
+}
+
+export interface RegistrarStats {
+  connections: number;
+  registers: number;
+  handshakes: number;
+  signedOk: number;
+  signatureFailures: number;
+  registered: number;
+}
+
+interface Pending {
+  engine: TlsDskServerEngine;
+  realm: string;
+}
+
+interface ConnState {
+  pending: Map<string, Pending>;
+  sas: Map<string, { sa: SecurityAssociation; clientCertPem: string }>;
+}
+
+export const REALM = "SIP Communications Service";
+
+export class LabRegistrar {
+  private server: tls.Server | undefined;
+  private readonly sockets = new Set<tls.TLSSocket>();
+  readonly stats: RegistrarStats = {
+    connections: 0,
+    registers: 0,
+    handshakes: 0,
+    signedOk: 0,
+    signatureFailures: 0,
+    registered: 0,
+  };
+  faults: RegistrarFaults;
+  redirect: { primary: string; backup?: string } | undefined;
+  presenceState: string;
+  private port = 0;
+  private readonly random = new CryptoRandom();
+
+  constructor(readonly o: LabRegistrarOptions) {
+    this.faults = { ...o.faults };
+    this.redirect = o.redirect;
+    this.presenceState =
+      o.presenceState ??
+      'register-action="added";primary-cluster-type="central";is-connected-to-primary="yes"';
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.server !== undefined;
+  }
+
+  /** Listens on the given port (0: any; a restart reuses the previous one). */
+  async start(port = this.port): Promise<void> {
+    if (this.server) return;
+    const server = tls.createServer({ cert: this.o.cert, key: this.o.key, minVersion: "TLSv1.2" }, (s) =>
+      this.onConnection(s),
+    );
+    server.on("tlsClientError", () => {});
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  /** Stops listening and drops every connection (a crashed or stopped front end). */
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private onConnection(socket: tls.TLSSocket): void {
+    this.stats.connections++;
+    this.sockets.add(socket);
+    const framer = new StreamFramer();
+    const conn: ConnState = { pending: new Map(), sas: new Map() };
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      for (const p of conn.pending.values()) p.engine.destroy();
+    });
+    socket.on("data", (chunk: Buffer) => {
+      for (const ev of framer.push(chunk)) {
+        if (ev.type === "ping") socket.write("\r\n");
+        else if (ev.type === "message" && ev.message.kind === "request") {
+          void this.onRequest(socket, conn, ev.message).catch(() => socket.destroy());
+        } else if (ev.type === "error" && ev.error.code === "sip-too-large") socket.destroy();
+      }
+    });
+  }
+
+  private reply(
+    req: SipRequest,
+    status: number,
+    reason: string,
+    extra: Array<[string, string]> = [],
+  ): SipResponse {
+    const headers: Array<[string, string]> = [];
+    for (const h of req.headers) if (/^(via|v)$/i.test(h.name)) headers.push(["Via", h.value]);
+    const to = header(req, "To") ?? "";
+    headers.push(["From", header(req, "From") ?? ""]);
+    headers.push([
+      "To",
+      /;\s*tag=/i.test(to) ? to : `${to};tag=${randomBytes(8).toString("hex").toUpperCase()}`,
+    ]);
+    headers.push(["Call-ID", header(req, "Call-ID") ?? ""]);
+    headers.push(["CSeq", header(req, "CSeq") ?? ""]);
+    headers.push(["Server", "handset-lab/0.1 (RTC/6.0)"]);
+    headers.push(...extra);
+    return response(status, reason, headers);
+  }
+
+  private challenge(req: SipRequest): SipResponse {
+    const t = this.o.fqdn;
+    const tlsDsk: Array<[string, string, boolean?]> = [
+      ["realm", REALM],
+      ["targetname", t],
+      ["version", "4", false],
+    ];
+    if (this.o.stsUri) tlsDsk.push(["sts-uri", this.o.stsUri]);
+    return this.reply(req, 401, "Unauthorized", [
+      ["WWW-Authenticate", `NTLM realm="${REALM}", targetname="${t}", version=4`],
+      ["WWW-Authenticate", `Kerberos realm="${REALM}", targetname="sip/${t}", version=4`],
+      ["WWW-Authenticate", formatAuthHeader("TLS-DSK", tlsDsk)],
+    ]);
+  }
+
+  private async onRequest(socket: tls.TLSSocket, conn: ConnState, req: SipRequest): Promise<void> {
+    const send = (m: SipResponse) => {
+      if (!socket.destroyed) socket.write(serializeMessage(m));
+    };
+    if (req.method !== "REGISTER") {
+      // Anything else must be signed with an established SA; the lab answers OPTIONS only.
+      const auth = this.verify(conn, req);
+      if (!auth) return send(this.challenge(req));
+      return send(this.sign(auth.sa, this.reply(req, req.method === "OPTIONS" ? 200 : 501, "OK")));
+    }
+    this.stats.registers++;
+    const authz = header(req, "Authorization");
+    if (!authz) return send(this.challenge(req));
+    let params: Map<string, string>;
+    try {
+      const parsed = parseAuthHeader(authz);
+      if (parsed.scheme.toUpperCase() !== "TLS-DSK") return send(this.challenge(req));
+      params = parsed.params;
+    } catch {
+      return send(this.reply(req, 400, "Bad Authorization header"));
+    }
+    if (params.get("realm") !== REALM || params.get("targetname") !== this.o.fqdn)
+      return send(this.challenge(req));
+    const gssapi = params.get("gssapi-data");
+    if (gssapi !== undefined) return send(await this.handshake(conn, req, params, gssapi));
+    const auth = this.verify(conn, req);
+    if (!auth) return send(this.challenge(req));
+    const from = parseNameAddr(header(req, "From") ?? "");
+    if (!this.o.directory.isPublished(from.uri, auth.clientCertPem)) {
+      const revoked = this.o.directory.isRevoked(from.uri, auth.clientCertPem);
+      return send(
+        this.sign(
+          auth.sa,
+          this.reply(req, 403, "Forbidden", [
+            [
+              "ms-diagnostics",
+              revoked
+                ? '1012;reason="Certificate has been revoked"'
+                : '1010;reason="Certificate is not published for this user"',
+            ],
+          ]),
+        ),
+      );
+    }
+    if (this.redirect) {
+      const contacts = [`<sip:${this.redirect.primary};transport=TLS>;q=0.7`];
+      if (this.redirect.backup) contacts.push(`<sip:${this.redirect.backup};transport=TLS>;q=0.3`);
+      return send(
+        this.sign(
+          auth.sa,
+          this.reply(req, 301, "Redirect request to Home Server", [["Contact", contacts.join(", ")]]),
+        ),
+      );
+    }
+    const expiresReq = Number.parseInt(header(req, "Expires") ?? "", 10);
+    const expires = expiresReq === 0 ? 0 : (this.o.expires ?? 7200);
+    if (expires > 0) this.stats.registered++;
+    const contact = header(req, "Contact") ?? "";
+    return send(
+      this.sign(
+        auth.sa,
+        this.reply(req, 200, "OK", [
+          ["Contact", `${contact};expires=${expires}`],
+          ["Expires", String(expires)],
+          ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.o.keepAliveS ?? 300}`],
+          ["presence-state", this.presenceState],
+          [
+            "Allow-Events",
+            "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,presence,registration-notify",
+          ],
+        ]),
+      ),
+    );
+  }
+
+  private async handshake(
+    conn: ConnState,
+    req: SipRequest,
+    params: Map<string, string>,
+    gssapi: string,
+  ): Promise<SipResponse> {
+    let opaque = params.get("opaque");
+    let pending = opaque ? conn.pending.get(opaque) : undefined;
+    if (opaque && !pending) return this.challenge(req);
+    if (!pending) {
+      opaque = randomBytes(4).toString("hex").toUpperCase();
+      pending = {
+        engine: createLabServerEngine({
+          cert: this.o.cert,
+          key: this.o.key,
+          ca: [this.o.ca],
+          minVersion: this.o.innerMinVersion ?? "TLSv1",
+        }),
+        realm: REALM,
+      };
+      conn.pending.set(opaque, pending);
+    }
+    const id = opaque!;
+    try {
+      const step = await pending.engine.step(Buffer.from(gssapi, "base64"));
+      if (step.done) {
+        conn.pending.delete(id);
+        pending.engine.destroy();
+        this.stats.handshakes++;
+        const { clientKey, serverKey } = deriveTlsDskKeys(step.done.keyMaterial);
+        const sa = new SecurityAssociation({
+          realm: REALM,
+          targetname: this.o.fqdn,
+          opaque: id,
+          version: 4,
+          clientKey,
+          serverKey,
+          mac: macAlgForCipher(step.done.cipher),
+          expiresAt: Date.now() + 8 * 3600_000,
+        });
+        conn.sas.set(id, { sa, clientCertPem: step.done.peerCertificatePem });
+      }
+      const challenge: Array<[string, string, boolean?]> = [
+        ["opaque", id],
+        ["gssapi-data", step.token.toString("base64")],
+        ["targetname", this.o.fqdn],
+        ["realm", REALM],
+        ["version", "4", false],
+      ];
+      return this.reply(req, 401, "Unauthorized", [
+        ["WWW-Authenticate", formatAuthHeader("TLS-DSK", challenge)],
+      ]);
+    } catch (err) {
+      conn.pending.delete(id);
+      pending.engine.destroy();
+      const code = (err as { code?: string }).code ?? "tls-handshake-failed";
+      return this.reply(req, 403, "Forbidden", [
+        ["ms-diagnostics", `1000;reason="TLS-DSK handshake failed";source="${this.o.fqdn}";code="${code}"`],
+      ]);
+    }
+  }
+
+  private verify(
+    conn: ConnState,
+    req: SipRequest,
+  ): { sa: SecurityAssociation; clientCertPem: string } | undefined {
+    const authz = header(req, "Authorization");
+    if (!authz) return undefined;
+    let opaque: string | undefined;
+    try {
+      opaque = parseAuthHeader(authz).params.get("opaque");
+    } catch {
+      return undefined;
+    }
+    const entry = opaque ? conn.sas.get(opaque) : undefined;
+    if (!entry) return undefined;
+    try {
+      entry.sa.verifyClient(req);
+      this.stats.signedOk++;
+      return entry;
+    } catch {
+      this.stats.signatureFailures++;
+      return undefined;
+    }
+  }
+
+  private sign(sa: SecurityAssociation, m: SipResponse): SipResponse {
+    if (this.faults.omitAuthenticationInfo && m.status < 300) return m;
+    sa.signAsServer(m, this.random);
+    if (this.faults.badRspauth) {
+      const v = header(m, "Authentication-Info") ?? "";
+      setHeader(
+        m,
+        "Authentication-Info",
+        v.replace(/rspauth="([0-9a-fA-F])/, (_s, c: string) => `rspauth="${c === "0" ? "1" : "0"}`),
+      );
+    }
+    return m;
+  }
+}
