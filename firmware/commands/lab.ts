@@ -3,15 +3,13 @@
  * a fixture and the demo's embedded default, never part of the image, so it is loaded lazily
  * and its absence is reported plainly.
  */
-import { readFile } from "node:fs/promises";
 import { HandsetError } from "../core/errors.ts";
 import { parseFlags } from "./args.ts";
 import type { Output } from "./output.ts";
-import { endpointForCert, registerOnce } from "./register.ts";
 
 type LabModule = typeof import("../../test/lab/lab.ts");
 
-async function loadLab(): Promise<LabModule> {
+export async function loadLab(): Promise<LabModule> {
   try {
     return await import("../../test/lab/lab.ts");
   } catch (err) {
@@ -45,38 +43,5 @@ export async function labCommand(argv: string[], out: Output): Promise<number> {
   out.event({ ...lab.ready });
   await waitForSignal();
   await lab.stop();
-  return 0;
-}
-
-export async function demoCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    site: { type: "string" },
-    until: { type: "string" },
-    timeout: { type: "string" },
-    "inner-tls": { type: "string" },
-    refreshes: { type: "string" },
-  });
-  const { startLab } = await loadLab();
-  const site = f["site"] === "hq" ? "hq" : "branch";
-  const lab = await startLab({ site });
-  out.event({ ...lab.ready });
-  try {
-    const [host, port] = lab.ready.registrar.split(":");
-    const cert = await readFile(lab.ready.testClient.cert, "utf8");
-    const result = await registerOnce({
-      registrar: { host: host!, port: Number(port) },
-      endpoint: endpointForCert(lab.ready.testClient.uri, cert),
-      cert,
-      key: await readFile(lab.ready.testClient.key, "utf8"),
-      ca: [lab.ca.cert],
-      innerTls: ((f["inner-tls"] as string) ?? "auto") as "auto",
-      refreshes: Number(f["refreshes"] ?? "1"),
-      timeoutMs: Number(f["timeout"] ?? "30") * 1000,
-      onEvent: (e) => out.event(e),
-    });
-    out.event({ event: "done", ...result });
-  } finally {
-    await lab.stop();
-  }
   return 0;
 }

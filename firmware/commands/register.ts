@@ -4,7 +4,6 @@
  * (the user-agent core turns any other 2xx into a failure before it gets here).
  */
 import { createHash, X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import type { Clock } from "../core/clock.ts";
 import { HandsetError } from "../core/errors.ts";
 import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
@@ -13,18 +12,26 @@ import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
+import { signIn } from "../provisioning/resumable-sign-in.ts";
 import type { EndpointIdentity } from "../sip/registration/register-request.ts";
-import { Registration, type RegistrationEvent } from "../sip/registration/registration.ts";
+import {
+  CertificateRequiredError,
+  Registration,
+  type RegistrationEvent,
+} from "../sip/registration/registration.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import { UserAgentCore } from "../sip/user-agent-core.ts";
 import { hostPort, parseFlags, required } from "./args.ts";
+import { openStore, signInDeps } from "./identity.ts";
 import type { Output } from "./output.ts";
+import { readPem } from "./provision.ts";
 
 export interface RegisterOnceOptions {
   registrar: { host: string; port: number; serverName?: string };
   endpoint: EndpointIdentity;
-  cert: string;
-  key: string;
+  /** Undefined: no certificate yet; the registrar's challenge will say where to sign in. */
+  cert: string | undefined;
+  key: string | undefined;
   ca: string[];
   innerTls: InnerTls;
   refreshes: number;
@@ -54,7 +61,10 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
   const random = o.random ?? new CryptoRandom();
   const logger = o.logger ?? silentLogger;
   const emit = o.onEvent ?? (() => {});
-  const notAfter = new Date(new X509Certificate(o.cert).validTo).getTime();
+  const credentials =
+    o.cert && o.key
+      ? { cert: o.cert, key: o.key, notAfter: new Date(new X509Certificate(o.cert).validTo).getTime() }
+      : undefined;
   const connect = tlsFlowConnector({ ca: o.ca });
   let target = o.registrar;
   const deadline = clock.monotonic() + o.timeoutMs;
@@ -75,7 +85,7 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
       core,
       engineFactory: createTlsDskEngine,
       endpoint: o.endpoint,
-      credentials: { cert: o.cert, key: o.key, notAfter },
+      credentials,
       trustedRoots: o.ca,
       innerTls: o.innerTls,
     });
@@ -157,13 +167,15 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     cert: { type: "string" },
     key: { type: "string" },
     ca: { type: "string" },
+    store: { type: "string" },
+    extension: { type: "string" },
+    pin: { type: "string" },
     "server-name": { type: "string" },
     "inner-tls": { type: "string" },
     refreshes: { type: "string" },
     timeout: { type: "string" },
     verbose: { type: "boolean" },
   });
-  if (f["store"]) throw new HandsetError("usage", "--store arrives with sign-in (issue 3); use --cert/--key");
   const registrar = hostPort(required(f, "registrar"), "registrar");
   const innerTls = (f["inner-tls"] ?? "auto") as string;
   if (!["1.2", "1.0", "auto"].includes(innerTls))
@@ -172,36 +184,75 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
   if (!Number.isInteger(refreshes) || refreshes < 0)
     throw new HandsetError("usage", "--refreshes must be a whole number");
   const timeoutS = Number(f["timeout"] ?? "30");
-  const read = async (flag: string) => {
-    const path = required(f, flag);
-    try {
-      return await readFile(path, "utf8");
-    } catch {
-      throw new HandsetError("file-unreadable", `Cannot read --${flag} file ${path}`);
-    }
-  };
-  const [cert, key, ca] = [await read("cert"), await read("key"), await read("ca")];
-  const uri = required(f, "uri");
+  const ca = await readPem(required(f, "ca"), "ca");
   const logger = f["verbose"]
     ? createLogger((r) =>
         out.event({ event: "log", level: r.level, category: r.category, message: r.message }),
       )
     : silentLogger;
-  const result = await registerOnce({
+  const base = {
     registrar: {
       ...registrar,
       ...(typeof f["server-name"] === "string" ? { serverName: f["server-name"] } : {}),
     },
-    endpoint: endpointForCert(uri, cert),
-    cert,
-    key,
     ca: [ca],
     innerTls: innerTls as InnerTls,
     refreshes,
     timeoutMs: timeoutS * 1000,
     logger,
-    onEvent: (e) => out.event(e),
-  });
-  out.event({ event: "done", ...result });
-  return 0;
+    onEvent: (e: { event: string; [k: string]: unknown }) => out.event(e),
+  };
+
+  if (typeof f["store"] !== "string") {
+    const cert = await readPem(required(f, "cert"), "cert");
+    const key = await readPem(required(f, "key"), "key");
+    const uri = required(f, "uri");
+    const result = await registerOnce({ ...base, endpoint: endpointForCert(uri, cert), cert, key });
+    out.event({ event: "done", ...result });
+    return 0;
+  }
+
+  // The stored identity: the same epid and +sip.instance on every boot, the provisioned certificate.
+  const random = new CryptoRandom();
+  const store = openStore(f["store"], random);
+  const fromStore = async () => {
+    const record = await store.loadOrCreate();
+    const cred = record.credential;
+    const uri = cred?.uri ?? (typeof f["uri"] === "string" ? f["uri"] : undefined);
+    if (!uri)
+      throw new HandsetError("sign-in-required", "The store holds no identity yet: run handset provision");
+    return {
+      ...base,
+      endpoint: { aor: uri, epid: record.epid, instanceId: record.instanceId },
+      cert: cred?.certPem,
+      key: cred?.keyPem,
+    };
+  };
+  try {
+    const result = await registerOnce(await fromStore());
+    out.event({ event: "done", ...result });
+    return 0;
+  } catch (err) {
+    // The registrar's challenge named the certificate provisioning service: sign in there, once.
+    if (!(err instanceof CertificateRequiredError) || !err.stsUri) throw err;
+    if (typeof f["extension"] !== "string" || typeof f["pin"] !== "string") {
+      throw new HandsetError(
+        "sign-in-required",
+        `Sign-in required at ${err.stsUri} (give --extension and --pin)`,
+      );
+    }
+    out.event({ event: "state", state: "sign-in-required", certProv: err.stsUri });
+    out.event({ event: "state", state: "signing-in" });
+    const deps = signInDeps({ store, ca: [ca], random, clock: new SystemClock(), logger });
+    await signIn(deps, {
+      certProvUrl: err.stsUri,
+      extension: f["extension"],
+      pin: f["pin"],
+      trustedRoots: [ca],
+    });
+    out.event({ event: "state", state: "provisioned" });
+    const result = await registerOnce(await fromStore());
+    out.event({ event: "done", ...result });
+    return 0;
+  }
 }

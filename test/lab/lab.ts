@@ -11,8 +11,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LabCa } from "./ca.ts";
 import { type LabControl, startControl } from "./control.ts";
+import { type DhcpResponder, startDhcpResponder } from "./dhcp-responder.ts";
 import { UserDirectory } from "./directory.ts";
+import { type NtpResponder, startNtpResponder } from "./ntp-responder.ts";
 import { LabRegistrar } from "./registrar.ts";
+import { startWebServices, type WebServices, type WebServicesOptions } from "./web-services.ts";
 
 export interface LabOptions {
   site?: "branch" | "hq";
@@ -23,6 +26,10 @@ export interface LabOptions {
   expires?: number;
   /** 301 mode on the pool: redirect to the SBA (primary) and itself (backup). */
   redirect?: boolean;
+  /** Passed to the web services (PIN path, lockout, certificate validity …). */
+  web?: Partial<Omit<WebServicesOptions, "ca" | "directory" | "fqdn">>;
+  /** Offset the lab's NTP server adds to the real time (ms). */
+  ntpOffsetMs?: number;
 }
 
 export interface LabReady {
@@ -33,6 +40,11 @@ export interface LabReady {
   pool: string;
   sba: string;
   control: string;
+  certProv: string;
+  dhcp: string;
+  ntp: string;
+  /** The lab's names and where they really listen: the phone's static host table in the demo. */
+  hosts: Record<string, string>;
   ca: string;
   dir: string;
   names: { pool: string; sba: string };
@@ -47,6 +59,9 @@ export interface Lab {
   pool: LabRegistrar;
   sba: LabRegistrar;
   control: LabControl;
+  web: WebServices;
+  dhcp: DhcpResponder;
+  ntp: NtpResponder;
   stop(): Promise<void>;
 }
 
@@ -68,7 +83,8 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const client = await ca.issueClient(first.uri.slice(4));
   directory.publish(first, client.cert);
 
-  const common = { ca: ca.cert, directory, expires: opts.expires };
+  const web = await startWebServices({ ca, directory, fqdn: names.pool, ...opts.web });
+  const common = { ca: ca.cert, directory, expires: opts.expires, stsUri: web.certProvUrl };
   const pool = new LabRegistrar({
     ...common,
     name: "pool",
@@ -93,6 +109,13 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   await writeFile(certPath, client.cert);
   await writeFile(keyPath, client.key, { mode: 0o600 });
 
+  const home = site === "branch" ? names.sba : names.pool;
+  const ntp = await startNtpResponder({ offsetMs: opts.ntpOffsetMs ?? 0 });
+  const dhcp = await startDhcpResponder({
+    certProvUrl: web.certProvUrl,
+    registrarFqdn: home,
+    ntp: ["127.0.0.1"],
+  });
   const control = await startControl({ pool, sba, directory });
   const ready: LabReady = {
     event: "lab.ready",
@@ -102,6 +125,10 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     pool: pool.address,
     sba: sba.address,
     control: control.url,
+    certProv: web.certProvUrl,
+    dhcp: dhcp.address,
+    ntp: ntp.address,
+    hosts: { [names.pool]: pool.address, [names.sba]: sba.address },
     ca: caPath,
     dir,
     names,
@@ -115,9 +142,12 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     pool,
     sba,
     control,
+    web,
+    dhcp,
+    ntp,
     stop: async () => {
       await control.stop();
-      await Promise.all([pool.stop(), sba.stop()]);
+      await Promise.all([pool.stop(), sba.stop(), web.stop(), dhcp.stop(), ntp.stop()]);
     },
   };
 }

@@ -52,6 +52,16 @@ export interface RegistrationOptions {
   userAgent?: string;
 }
 
+/** The registrar wants a certificate we do not have: sign in at `stsUri` (certificate provisioning). */
+export class CertificateRequiredError extends AuthError {
+  constructor(
+    readonly stsUri: string | undefined,
+    message: string,
+  ) {
+    super(stsUri ? "certificate-required" : "certificate-required-no-sts", message);
+  }
+}
+
 export type RegistrarTarget = { uri: string; host: string; port: number; q: number };
 
 export type RegistrationEvent =
@@ -316,12 +326,12 @@ export class Registration {
     const creds = this.o.credentials;
     if (!creds || creds.notAfter - this.o.clock.now() < 3600_000) {
       // sipe treats a certificate within an hour of expiry as unusable; so do we.
-      const error = stsUri
-        ? new AuthError("certificate-required", "Sign-in required: no valid client certificate")
-        : new AuthError(
-            "certificate-required-no-sts",
-            "No client certificate and no URI for certificate provisioning",
-          );
+      const error = new CertificateRequiredError(
+        stsUri,
+        stsUri
+          ? "Sign-in required: no valid client certificate"
+          : "No client certificate and no URI for certificate provisioning",
+      );
       this.fail(error, stsUri ? { stsUri } : {});
       return;
     }

@@ -1,0 +1,255 @@
+/**
+ * Binds the phone's ports (firmware/phone/services.ts) to the real parts: DHCPINFORM + DNS +
+ * static discovery, SNTP into the clock service, the flash store, PIN sign-in, and the
+ * registrar policy (accounts/) over SIP/TLS with TLS-DSK. Composition only: no protocol here.
+ */
+import { X509Certificate } from "node:crypto";
+import { Account, type AccountStatus, type RegistrarAddress } from "../accounts/account.ts";
+import { HandsetError } from "../core/errors.ts";
+import type { Logger } from "../core/logger.ts";
+import type { Random } from "../core/random.ts";
+import type { ClockService } from "../discovery/clock-service.ts";
+import { DiscoveryError } from "../discovery/dhcp-codec.ts";
+import { buildDiscoveryPlan, type DiscoveryPlan } from "../discovery/discovery-plan.ts";
+import type { DiscoveryResult, PhoneServices, RegistrationStatus } from "../phone/services.ts";
+import { createDnsResolver } from "../platform/dns-resolver.ts";
+import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
+import { tlsFlowConnector } from "../platform/tls-flow.ts";
+import { signIn } from "../provisioning/resumable-sign-in.ts";
+import type { InnerTls } from "../sip/tls-dsk/engine.ts";
+import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
+import { informOverUdp, sntpOverUdp } from "./discover.ts";
+import { signInDeps } from "./identity.ts";
+
+export interface PhoneNetworkConfig {
+  dhcp?: { interface?: string; server?: { host: string; port: number } };
+  ntp?: { host: string; port: number };
+  dnsServer?: string;
+  domain?: string;
+  staticRegistrars?: Array<{ host: string; port: number }>;
+  staticCertProvUrl?: string;
+  /** name → "ip:port": a static host table (the lab's names; a site without DNS). */
+  hosts?: Record<string, string>;
+  innerTls?: InnerTls;
+  failbackProbeMs?: number;
+  dhcpTimeoutMs?: number;
+}
+
+export const VERSION = "0.1.0";
+
+function splitHostPort(text: string): { host: string; port: number } {
+  const i = text.lastIndexOf(":");
+  return { host: text.slice(0, i), port: Number(text.slice(i + 1)) };
+}
+
+export function createPhoneServices(o: {
+  config: PhoneNetworkConfig;
+  store: IdentityStore;
+  trustedRoots: string[];
+  clock: ClockService;
+  random: Random;
+  logger: Logger;
+}): PhoneServices {
+  const { config, store, clock, random, logger } = o;
+  let record: IdentityRecord | undefined;
+  let plan: DiscoveryPlan | undefined;
+  const loadRecord = async () => {
+    record ??= await store.loadOrCreate();
+    return record;
+  };
+
+  /** Resolves a registrar name through the static host table; the certificate must carry the name. */
+  const address = (r: { host: string; port: number; source: string }): RegistrarAddress => {
+    const mapped = config.hosts?.[r.host.toLowerCase()];
+    if (mapped) return { ...splitHostPort(mapped), serverName: r.host, source: r.source };
+    return { host: r.host, port: r.port, serverName: r.host, source: r.source };
+  };
+
+  return {
+    version: VERSION,
+
+    async discover(): Promise<DiscoveryResult> {
+      const problems: DiscoveryError[] = [];
+      let dhcp: Awaited<ReturnType<typeof informOverUdp>> | undefined;
+      if (config.dhcp) {
+        try {
+          dhcp = await informOverUdp(config.dhcp, {
+            clock,
+            random,
+            timeoutMs: config.dhcpTimeoutMs ?? 10_000,
+          });
+        } catch (err) {
+          if (!(err instanceof DiscoveryError)) throw err;
+          problems.push(err);
+        }
+      }
+      const rec = await loadRecord();
+      plan = await buildDiscoveryPlan({
+        random,
+        problems,
+        resolver: createDnsResolver(
+          config.dnsServer ? { servers: [config.dnsServer], timeoutMs: 2_000, tries: 1 } : {},
+        ),
+        ...(dhcp ? { dhcp: dhcp.info } : {}),
+        ...(config.domain ? { domain: config.domain } : {}),
+        staticConfig: {
+          ...(config.staticRegistrars ? { registrars: config.staticRegistrars } : {}),
+          ...(config.staticCertProvUrl ? { certProvUrl: config.staticCertProvUrl } : {}),
+        },
+        cache: {
+          load: async () => (rec.registrars.lastAddresses ?? []).map((a) => splitHostPort(a)),
+        },
+        defaultNtp: null,
+      });
+      const certProvUrl = plan.certProvUrl ?? rec.certProvUrl;
+      if (plan.registrars.length === 0 && !rec.registrars.primary) {
+        throw new HandsetError("discovery-failed", "No registrar found by DHCP, DNS or configuration");
+      }
+      return {
+        ...(certProvUrl ? { certProvUrl } : {}),
+        registrars: plan.registrars.map((r) => ({ host: r.host, port: r.port, source: r.source })),
+        ntpServers: config.ntp
+          ? [`${config.ntp.host}:${config.ntp.port}`]
+          : plan.ntpServers.map((s) => `${s.host}:${s.port}`),
+        ...(plan.timeOffsetS !== undefined ? { timeOffsetS: plan.timeOffsetS } : {}),
+      };
+    },
+
+    async setClock(d: DiscoveryResult) {
+      for (const s of d.ntpServers) {
+        try {
+          const r = await sntpOverUdp(splitHostPort(s), { clock, random, timeoutMs: 2_000, tries: 2 });
+          await clock.set({ offsetMs: r.offsetMs, server: r.server });
+          return { offsetMs: r.offsetMs, source: r.server };
+        } catch (err) {
+          logger.warn("SNTP failed", { server: s, code: (err as HandsetError).code });
+        }
+      }
+      throw new HandsetError("clock-unset", "Time could not be set from any NTP server");
+    },
+
+    async identity() {
+      const rec = await loadRecord();
+      const cred = rec.credential;
+      const usable = !!cred && cred.notAfter > clock.now();
+      return { ...(cred ? { uri: cred.uri } : {}), hasCredential: usable };
+    },
+
+    async signIn(req) {
+      const rec = await loadRecord();
+      const certProvUrl = req.certProvUrl ?? rec.certProvUrl ?? plan?.certProvUrl;
+      if (!certProvUrl)
+        throw new HandsetError("discovery-failed", "No certificate provisioning service known");
+      const result = await signIn(signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), {
+        certProvUrl,
+        extension: req.extension,
+        pin: req.pin,
+        trustedRoots: o.trustedRoots,
+      });
+      record = result.record;
+      return { uri: result.uri };
+    },
+
+    register(d, onStatus) {
+      let account: Account | undefined;
+      let stopped = false;
+      void (async () => {
+        const rec = await loadRecord();
+        const cred = rec.credential;
+        const saved: RegistrarAddress[] = [];
+        if (rec.registrars.primary)
+          saved.push({ ...splitHostPort(rec.registrars.primary), source: "redirect-primary" });
+        if (rec.registrars.backup)
+          saved.push({ ...splitHostPort(rec.registrars.backup), source: "redirect-backup" });
+        account = new Account(
+          {
+            clock,
+            random,
+            logger: logger.child("account"),
+            connect: tlsFlowConnector({ ca: o.trustedRoots }),
+            engineFactory: createTlsDskEngine,
+            endpoint: { aor: cred?.uri ?? "sip:unknown", epid: rec.epid, instanceId: rec.instanceId },
+            credentials: () => {
+              const c = record?.credential;
+              return c ? { cert: c.certPem, key: c.keyPem, notAfter: c.notAfter } : undefined;
+            },
+            trustedRoots: o.trustedRoots,
+            innerTls: config.innerTls ?? "auto",
+            ...(config.failbackProbeMs ? { failbackProbeMs: config.failbackProbeMs } : {}),
+            onRedirect: (primary, backup) => {
+              void store
+                .update((r) => ({
+                  ...r,
+                  registrars: {
+                    ...r.registrars,
+                    primary: `${primary.host}:${primary.port}`,
+                    ...(backup ? { backup: `${backup.host}:${backup.port}` } : {}),
+                    updatedAt: clock.now(),
+                  },
+                }))
+                .then((r) => {
+                  record = r;
+                });
+            },
+          },
+          [...saved, ...d.registrars.map(address)],
+        );
+        account.status.on((s: AccountStatus) => {
+          if (s.state === "stopped" || stopped) return;
+          const status: RegistrationStatus = {
+            state: s.state,
+            ...(s.registrar ? { registrar: s.registrar } : {}),
+            ...(s.primary !== undefined ? { primary: s.primary } : {}),
+            ...(s.error ? { error: s.error } : {}),
+            ...(s.retryInMs !== undefined ? { retryInMs: s.retryInMs } : {}),
+          };
+          if ((s.state === "registered" || s.state === "limited") && s.registrar && s.refresh === 0) {
+            void store
+              .update((r) => ({
+                ...r,
+                registrars: { ...r.registrars, lastAddresses: [s.registrar!], updatedAt: clock.now() },
+                lastGoodTime: clock.now(),
+              }))
+              .then((r) => {
+                record = r;
+              });
+          }
+          onStatus(status);
+        });
+        if (!stopped) account.start();
+      })().catch((err: unknown) => {
+        onStatus({
+          state: "failed",
+          error: { code: (err as HandsetError).code ?? "internal", message: String((err as Error).message) },
+        });
+      });
+      return {
+        stop: async () => {
+          stopped = true;
+          await account?.stop({ unregister: true });
+        },
+      };
+    },
+
+    async signOut() {
+      await store.wipeCredential();
+      record = await store.loadOrCreate();
+    },
+
+    async networkInfo() {
+      const rec = await loadRecord();
+      const rows: Array<[string, string]> = [];
+      if (rec.credential) {
+        rows.push(["User", rec.credential.uri]);
+        rows.push([
+          "Cert until",
+          new Date(new X509Certificate(rec.credential.certPem).validTo).toISOString().slice(0, 10),
+        ]);
+      }
+      for (const r of plan?.registrars ?? []) rows.push([`Registrar (${r.source})`, `${r.host}:${r.port}`]);
+      if (plan?.certProvUrl) rows.push(["CertProv", plan.certProvUrl]);
+      for (const n of plan?.ntpServers ?? []) rows.push(["NTP", `${n.host}:${n.port}`]);
+      return rows;
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Composition root of the phone: given a board and a configuration, build every instance (no
+ * singletons), wire the ports, start them in order. `handset run` and `handset demo` call this.
+ */
+
+import { openStore } from "./commands/identity.ts";
+import { createPhoneServices, type PhoneNetworkConfig } from "./commands/phone-services.ts";
+import type { Logger } from "./core/logger.ts";
+import { ClockService } from "./discovery/clock-service.ts";
+import type { Board } from "./hal/board.ts";
+import { Phone, type PhoneEvent } from "./phone/phone.ts";
+import { CryptoRandom } from "./platform/crypto-random.ts";
+import { SystemClock } from "./platform/system-clock.ts";
+
+export interface PhoneConfig {
+  storeDir: string;
+  /** Trusted root certificates (PEM text). */
+  trustedRoots: string[];
+  network: PhoneNetworkConfig;
+  utcOffsetMinutes?: number;
+}
+
+export interface RunningPhone {
+  phone: Phone;
+  stop(): Promise<void>;
+}
+
+export async function startPhone(o: {
+  config: PhoneConfig;
+  board: Board;
+  logger: Logger;
+  onEvent: (e: PhoneEvent) => void;
+}): Promise<RunningPhone> {
+  const random = new CryptoRandom();
+  const store = openStore(o.config.storeDir, random);
+  // A Pi has no RTC: the clock starts from the last good time kept in flash and never runs back.
+  const clock = new ClockService({
+    base: new SystemClock(),
+    store: {
+      load: async () => (await store.load())?.lastGoodTime,
+      save: async (epochMs) => {
+        await store.update((r) => ({ ...r, lastGoodTime: epochMs }));
+      },
+    },
+    logger: o.logger.child("clock"),
+  });
+  await clock.restore();
+  await o.board.start();
+  const services = createPhoneServices({
+    config: o.config.network,
+    store,
+    trustedRoots: o.config.trustedRoots,
+    clock,
+    random,
+    logger: o.logger,
+  });
+  const phone = new Phone({
+    keys: o.board.keys,
+    display: o.board.display,
+    indicators: o.board.indicators,
+    hook: o.board.hook,
+    services,
+    clock,
+    random,
+    logger: o.logger,
+    options: { utcOffsetMinutes: o.config.utcOffsetMinutes ?? 0 },
+  });
+  phone.events.on(o.onEvent);
+  phone.start();
+  return {
+    phone,
+    stop: async () => {
+      await phone.stop();
+      await o.board.stop();
+    },
+  };
+}

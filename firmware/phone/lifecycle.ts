@@ -1,0 +1,88 @@
+/**
+ * The phone's lifecycle states (DESIGN.md "Phone states") and the one table of legal edges
+ * between them. Phone.transition() consults this table on every move; an edge missing here is
+ * a bug in the phone, never a condition of the network, so it throws a plain Error.
+ *
+ * UI modes are sub-states: the sign-in form (extension, then PIN) lives inside
+ * `sign-in-required`; the menu family overlays the idle and failed states.
+ */
+export type PhoneState =
+  | "booting"
+  | "discovering"
+  | "clock-set"
+  | "sign-in-required"
+  | "signing-in"
+  | "provisioned"
+  | "registering"
+  | "registered"
+  | "limited"
+  | "failed";
+
+export const PHONE_STATES: readonly PhoneState[] = [
+  "booting",
+  "discovering",
+  "clock-set",
+  "sign-in-required",
+  "signing-in",
+  "provisioned",
+  "registering",
+  "registered",
+  "limited",
+  "failed",
+];
+
+/**
+ * Legal edges. Self-edges on the registration states exist because the registration policy may
+ * move between registrars (a new `registrar`/`primary` is a transition the phone reports).
+ */
+export const TRANSITIONS: Readonly<Record<PhoneState, readonly PhoneState[]>> = {
+  booting: ["discovering"],
+  // discover + SNTP; failures go to `failed`, which retries into `discovering`.
+  discovering: ["clock-set", "failed"],
+  // credential in flash → register; none → sign in; a sign-in held across a clock retry → signing-in.
+  "clock-set": ["registering", "sign-in-required", "signing-in"],
+  "sign-in-required": ["signing-in"],
+  // PIN-class failures return to the form (never retried automatically); network/TLS/time → failed.
+  "signing-in": ["provisioned", "sign-in-required", "failed"],
+  provisioned: ["registering"],
+  registering: ["registering", "registered", "limited", "failed", "sign-in-required"],
+  registered: ["registered", "registering", "limited", "failed", "sign-in-required"],
+  limited: ["limited", "registering", "registered", "failed", "sign-in-required"],
+  // The phone never gives up: every automatic step can be resumed from here.
+  failed: ["failed", "discovering", "signing-in", "registering", "registered", "limited", "sign-in-required"],
+};
+
+export function canTransition(from: PhoneState, to: PhoneState): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+/** Throws on an edge the table does not list (an internal bug). */
+export function assertTransition(from: PhoneState, to: PhoneState): void {
+  if (!canTransition(from, to)) throw new Error(`illegal phone transition ${from} → ${to}`);
+}
+
+/** UI sub-states. `none` shows the lifecycle state's own screen. */
+export type UiMode =
+  | "none"
+  | "extension"
+  | "pin"
+  | "menu"
+  | "network-info"
+  | "about"
+  | "confirm-sign-out"
+  | "signing-out";
+
+const MENU_MODES: readonly UiMode[] = ["menu", "network-info", "about", "confirm-sign-out", "signing-out"];
+const MENU_STATES: readonly PhoneState[] = ["registering", "registered", "limited", "failed"];
+
+/** Whether a UI mode may be shown in a lifecycle state (the form only when signed out, the menu on idle/failed). */
+export function uiAllowed(state: PhoneState, ui: UiMode): boolean {
+  if (ui === "extension" || ui === "pin") return state === "sign-in-required";
+  if (MENU_MODES.includes(ui)) return MENU_STATES.includes(state);
+  return state !== "sign-in-required";
+}
+
+/** The states whose screen is the idle screen (name, time, status, soft keys). */
+export function isIdle(state: PhoneState): boolean {
+  return state === "registering" || state === "registered" || state === "limited";
+}

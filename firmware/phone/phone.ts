@@ -1,0 +1,607 @@
+/**
+ * The phone: the life of DESIGN.md as one explicit state machine. Every move between lifecycle
+ * states goes through transition(), which checks the edge against TRANSITIONS (lifecycle.ts),
+ * logs, reports `{event:"state"}`, sets the LEDs and re-renders. Keys become commands through
+ * one table (keymap.ts); frames come from a pure render(view) (screens.ts). The phone touches
+ * the world only through the ports it is given: the board's parts, PhoneServices, Clock,
+ * Random and Logger.
+ *
+ * Retry policy (a desk phone never gives up, but never guesses a PIN):
+ * - discovery, clock, network/TLS/time failures of sign-in, and registration failures the
+ *   policy does not retry itself → `failed`, then again after backoffDelay (+ jitter);
+ * - wrong PIN → back to the PIN screen with the message; locked, PIN sign-in disabled and any
+ *   other refusal → back to the extension screen. The PIN is forgotten and never re-sent
+ *   automatically after any of these.
+ */
+import { type BackoffOptions, backoffDelay, defaultBackoff } from "../core/backoff.ts";
+import type { Clock, TimerHandle } from "../core/clock.ts";
+import { Emitter } from "../core/emitter.ts";
+import { asHandsetError, HandsetError } from "../core/errors.ts";
+import { type Logger, silentLogger } from "../core/logger.ts";
+import type { Random } from "../core/random.ts";
+import type { DisplaySink } from "../hal/display.ts";
+import type { HookSwitch, IndicatorState, Indicators } from "../hal/indicators.ts";
+import type { KeyEvent, KeySource } from "../hal/keys.ts";
+import { type Command, commandFor } from "./keymap.ts";
+import { assertTransition, type PhoneState, type UiMode, uiAllowed } from "./lifecycle.ts";
+import { formatClock, INFO_PER_PAGE, MENU_ITEMS, type PhoneView, type RetryStep, render } from "./screens.ts";
+import type { DiscoveryResult, PhoneServices, RegistrationHandle, RegistrationStatus } from "./services.ts";
+import { appendDigit, backspace, EXTENSION_MAX, PIN_MAX } from "./text-entry.ts";
+
+export type PhoneEvent =
+  | {
+      event: "state";
+      state: PhoneState;
+      registrar?: string;
+      primary?: boolean;
+      reason?: string;
+      /** With `failed`: when the next attempt starts. */
+      retryInMs?: number;
+    }
+  | { event: "display"; lines: string[] }
+  | { event: "error"; code: string; message: string };
+
+export interface PhoneOptions {
+  keys: KeySource;
+  display: DisplaySink;
+  indicators: Indicators;
+  hook?: HookSwitch;
+  services: PhoneServices;
+  clock: Clock;
+  random: Random;
+  logger?: Logger;
+  options?: {
+    /** Backoff of automatic retries from `failed` (default: core defaultBackoff, 30 s … 30 min). */
+    autoRetry?: BackoffOptions;
+    /** Local time offset for the idle screen's clock (default 0 = UTC). */
+    utcOffsetMinutes?: number;
+  };
+}
+
+interface TransitionInfo {
+  registrar?: string;
+  primary?: boolean;
+  reason?: string;
+  retryInMs?: number;
+  /** The UI sub-state to show in the new state (default: keep it if allowed, else the state's own). */
+  ui?: UiMode;
+  /** Extra fields for the log record only. */
+  fields?: Record<string, unknown>;
+}
+
+/** Sign-in failures that never reached a PIN verdict: safe to retry automatically. */
+const RETRYABLE_SIGN_IN = new Set([
+  "server-unreachable",
+  "server-cert-untrusted",
+  "server-cert-time",
+  "clock-invalid",
+  "timeout",
+]);
+/** Sign-in failures whose retry must set the clock first. */
+const CLOCK_SIGN_IN = new Set(["server-cert-time", "clock-invalid"]);
+const DEFAULT_CODE: Record<RetryStep, string> = {
+  discover: "discovery-failed",
+  clock: "clock-unset",
+  "sign-in": "sign-in-failed",
+  register: "registration-failed",
+};
+
+export class Phone {
+  readonly events = new Emitter<PhoneEvent>();
+
+  private readonly services: PhoneServices;
+  private readonly display: DisplaySink;
+  private readonly indicators: Indicators;
+  private readonly clock: Clock;
+  private readonly random: Random;
+  private readonly log: Logger;
+  private readonly backoff: BackoffOptions;
+  private readonly utcOffsetMinutes: number;
+  private readonly keys: KeySource;
+  private readonly hook: HookSwitch | undefined;
+
+  private current: PhoneState = "booting";
+  private ui: UiMode = "none";
+  /** Bumped on every transition; an async step whose generation is stale drops its result. */
+  private gen = 0;
+  private running = false;
+  private unsubscribe: Array<() => void> = [];
+
+  private discovery: DiscoveryResult | undefined;
+  private extension = "";
+  /** The PIN being typed or in flight; "" whenever no sign-in needs it. Never logged or shown. */
+  private pin = "";
+  private notice: PhoneView["notice"];
+  private failure: PhoneView["failure"];
+  private displayName: string | undefined;
+  private uri: string | undefined;
+  private registrar: string | undefined;
+  private primary: boolean | undefined;
+  private menuIndex = 0;
+  private info: Array<[string, string]> | undefined;
+  private infoPage = 0;
+
+  private registration: { token: number; handle?: RegistrationHandle } | undefined;
+  private regToken = 0;
+  private readonly attempts: Record<RetryStep, number> = { discover: 0, clock: 0, "sign-in": 0, register: 0 };
+  private retryTimer: TimerHandle | undefined;
+  private minuteTimer: TimerHandle | undefined;
+  private lastFrame: string | undefined;
+  private statusLed: IndicatorState | undefined;
+
+  constructor(o: PhoneOptions) {
+    this.keys = o.keys;
+    this.display = o.display;
+    this.indicators = o.indicators;
+    this.hook = o.hook;
+    this.services = o.services;
+    this.clock = o.clock;
+    this.random = o.random;
+    this.log = (o.logger ?? silentLogger).child("phone");
+    this.backoff = o.options?.autoRetry ?? defaultBackoff;
+    this.utcOffsetMinutes = o.options?.utcOffsetMinutes ?? 0;
+  }
+
+  get state(): PhoneState {
+    return this.current;
+  }
+
+  /** The UI sub-state on top of the lifecycle state. */
+  get uiMode(): UiMode {
+    return this.ui;
+  }
+
+  /** Powers on: shows the boot screen and starts discovery. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unsubscribe.push(this.keys.onKey((e) => this.onKey(e)));
+    if (this.hook)
+      this.unsubscribe.push(this.hook.onChange((off) => this.log.debug("hook", { offHook: off })));
+    this.display.setBacklight(true);
+    this.indicators.messageWaiting.set("off");
+    this.log.info("state", { to: "booting", version: this.services.version });
+    this.events.emit({ event: "state", state: "booting" });
+    this.applyLeds();
+    this.refresh();
+    this.scheduleMinuteTick();
+    this.transition("discovering");
+    void this.discoverAndSetClock(this.gen, true);
+  }
+
+  /** Stops timers, key handling and registration. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.gen++;
+    this.retryTimer?.cancel();
+    this.minuteTimer?.cancel();
+    for (const u of this.unsubscribe.splice(0)) u();
+    await this.stopRegistration();
+  }
+
+  /** What the display shows now, as data (the PIN only as its length). */
+  view(): PhoneView {
+    const v: PhoneView = {
+      state: this.current,
+      ui: this.ui,
+      version: this.services.version,
+      timeText: formatClock(this.clock.now(), this.utcOffsetMinutes),
+      extension: this.extension,
+      pinLength: this.pin.length,
+      menuIndex: this.menuIndex,
+      infoPage: this.infoPage,
+    };
+    const name = this.displayName ?? (this.extension || userPart(this.uri));
+    if (name) v.name = name;
+    if (this.uri) v.uri = this.uri;
+    if (this.registrar) v.registrar = this.registrar;
+    if (this.primary !== undefined) v.primary = this.primary;
+    if (this.notice) v.notice = this.notice;
+    if (this.failure) v.failure = this.failure;
+    if (this.info) v.info = this.info;
+    return v;
+  }
+
+  // ── the state machine ────────────────────────────────────────────────────────────────────
+
+  private transition(to: PhoneState, info: TransitionInfo = {}): void {
+    const from = this.current;
+    assertTransition(from, to);
+    this.current = to;
+    this.gen++;
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
+    this.ui =
+      info.ui ?? (uiAllowed(to, this.ui) ? this.ui : to === "sign-in-required" ? "extension" : "none");
+    if (to !== "failed") this.failure = undefined;
+    const event: Extract<PhoneEvent, { event: "state" }> = { event: "state", state: to };
+    if (info.registrar !== undefined) event.registrar = info.registrar;
+    if (info.primary !== undefined) event.primary = info.primary;
+    if (info.reason !== undefined) event.reason = info.reason;
+    if (info.retryInMs !== undefined) event.retryInMs = info.retryInMs;
+    const { event: _e, state: _s, ...detail } = event;
+    this.log.info("state", { from, to, ...detail, ...info.fields });
+    this.events.emit(event);
+    this.applyLeds();
+    this.refresh();
+  }
+
+  private async discoverAndSetClock(gen: number, rediscover: boolean): Promise<void> {
+    let d = this.discovery;
+    if (rediscover || !d) {
+      try {
+        d = await this.services.discover();
+      } catch (err) {
+        this.stepFailed(gen, "discover", err);
+        return;
+      }
+      if (gen !== this.gen) return;
+      this.discovery = d;
+      this.attempts.discover = 0;
+    }
+    let set: { offsetMs: number; source: string };
+    try {
+      set = await this.services.setClock(d);
+    } catch (err) {
+      this.stepFailed(gen, "clock", err);
+      return;
+    }
+    if (gen !== this.gen) return;
+    this.attempts.clock = 0;
+    this.transition("clock-set", { fields: { offsetMs: set.offsetMs, source: set.source } });
+    if (this.pin) {
+      // A sign-in interrupted by a clock problem resumes with what was typed.
+      this.transition("signing-in");
+      void this.runSignIn(this.gen);
+      return;
+    }
+    const idGen = this.gen;
+    let id: Awaited<ReturnType<PhoneServices["identity"]>>;
+    try {
+      id = await this.services.identity();
+    } catch (err) {
+      this.log.warn("identity unreadable; asking for sign-in", { code: asHandsetError(err).code });
+      id = { hasCredential: false };
+    }
+    if (idGen !== this.gen) return;
+    this.displayName = id.displayName;
+    this.uri = id.uri;
+    if (id.hasCredential) {
+      this.transition("registering");
+      this.startRegistration();
+    } else {
+      this.transition("sign-in-required", { ui: "extension" });
+    }
+  }
+
+  private async runSignIn(gen: number): Promise<void> {
+    const certProvUrl = this.discovery?.certProvUrl;
+    let result: { uri: string };
+    try {
+      result = await this.services.signIn({
+        extension: this.extension,
+        pin: this.pin,
+        ...(certProvUrl ? { certProvUrl } : {}),
+      });
+    } catch (err) {
+      if (gen !== this.gen) return;
+      const e = asHandsetError(err, DEFAULT_CODE["sign-in"]);
+      if (RETRYABLE_SIGN_IN.has(e.code)) {
+        this.stepFailed(gen, "sign-in", e);
+        return;
+      }
+      // A verdict on the credentials: never re-sent without the user.
+      this.pin = "";
+      this.reportError(e);
+      const warning = attemptsWarning(e);
+      this.notice = warning ? { code: e.code, attemptsWarning: warning } : { code: e.code };
+      this.transition("sign-in-required", {
+        reason: e.code,
+        ui: e.code === "invalid-pin" ? "pin" : "extension",
+      });
+      return;
+    }
+    if (gen !== this.gen) return;
+    this.pin = "";
+    this.attempts["sign-in"] = 0;
+    this.uri = result.uri;
+    this.transition("provisioned", { fields: { uri: result.uri } });
+    this.transition("registering");
+    this.startRegistration();
+  }
+
+  private startRegistration(): void {
+    const d = this.discovery;
+    if (!d) throw new Error("registration started before discovery");
+    void this.stopRegistration();
+    const reg: { token: number; handle?: RegistrationHandle } = { token: ++this.regToken };
+    this.registration = reg;
+    try {
+      const handle = this.services.register(d, (s) => {
+        if (this.registration === reg && this.running) this.onRegistrationStatus(s);
+      });
+      if (this.registration === reg) reg.handle = handle;
+      else
+        void handle.stop().catch((err) => this.log.warn("stop failed", { code: asHandsetError(err).code }));
+    } catch (err) {
+      if (this.registration === reg) this.registration = undefined;
+      this.stepFailed(this.gen, "register", err);
+    }
+  }
+
+  private async stopRegistration(): Promise<void> {
+    const reg = this.registration;
+    this.registration = undefined;
+    if (!reg?.handle) return;
+    try {
+      await reg.handle.stop();
+    } catch (err) {
+      this.log.warn("registration stop failed", { code: asHandsetError(err).code });
+    }
+  }
+
+  private onRegistrationStatus(s: RegistrationStatus): void {
+    switch (s.state) {
+      case "registering":
+      case "registered":
+      case "limited": {
+        if (s.state !== "registering") this.attempts.register = 0;
+        if (s.state === this.current && s.registrar === this.registrar && s.primary === this.primary) return;
+        this.registrar = s.registrar;
+        this.primary = s.primary;
+        const info: TransitionInfo = {};
+        if (s.registrar !== undefined) info.registrar = s.registrar;
+        if (s.primary !== undefined) info.primary = s.primary;
+        this.transition(s.state, info);
+        return;
+      }
+      case "failed": {
+        const error = s.error ?? { code: DEFAULT_CODE.register, message: "registration failed" };
+        if (s.retryInMs === undefined) {
+          void this.stopRegistration();
+          this.stepFailed(this.gen, "register", new HandsetError(error.code, error.message));
+          return;
+        }
+        this.reportError(error);
+        this.failure = { code: error.code, step: "register", retryInMs: s.retryInMs };
+        this.transition("failed", { reason: error.code, retryInMs: s.retryInMs });
+        return;
+      }
+      case "sign-in-required": {
+        // The certificate was revoked or refused: PIN again, for the extension we know.
+        void this.stopRegistration();
+        if (s.error) this.reportError(s.error);
+        this.extension ||= digitsOnly(userPart(this.uri));
+        this.pin = "";
+        this.notice = { code: "sign-in-required" };
+        this.transition("sign-in-required", {
+          reason: s.error?.code ?? "sign-in-required",
+          ui: this.extension ? "pin" : "extension",
+        });
+        return;
+      }
+    }
+  }
+
+  /** Any automatic step failed: report, go to `failed`, retry after backoff + jitter. */
+  private stepFailed(gen: number, step: RetryStep, err: unknown): void {
+    if (gen !== this.gen || !this.running) return;
+    const e = asHandsetError(err, DEFAULT_CODE[step]);
+    this.reportError(e);
+    const retryInMs = backoffDelay(this.attempts[step]++, this.random, this.backoff);
+    this.failure = { code: e.code, step, retryInMs };
+    this.transition("failed", { reason: e.code, retryInMs, fields: { step } });
+    this.retryTimer = this.clock.setTimer(retryInMs, () => this.retry());
+  }
+
+  private retry(): void {
+    const f = this.failure;
+    if (this.current !== "failed" || !f || !this.running) return;
+    this.log.info("retry", { step: f.step, reason: f.code });
+    switch (f.step) {
+      case "discover":
+      case "clock":
+        this.transition("discovering");
+        void this.discoverAndSetClock(this.gen, f.step === "discover");
+        return;
+      case "sign-in":
+        if (CLOCK_SIGN_IN.has(f.code)) {
+          this.transition("discovering");
+          void this.discoverAndSetClock(this.gen, false);
+        } else {
+          this.transition("signing-in");
+          void this.runSignIn(this.gen);
+        }
+        return;
+      case "register":
+        this.transition("registering");
+        this.startRegistration();
+        return;
+    }
+  }
+
+  private async signOut(): Promise<void> {
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
+    this.setUi("signing-out");
+    await this.stopRegistration();
+    try {
+      await this.services.signOut();
+    } catch (err) {
+      this.reportError(asHandsetError(err, "sign-out-failed"));
+    }
+    if (!this.running) return;
+    this.extension = "";
+    this.pin = "";
+    this.displayName = undefined;
+    this.uri = undefined;
+    this.registrar = undefined;
+    this.primary = undefined;
+    this.notice = undefined;
+    this.transition("sign-in-required", { reason: "signed-out", ui: "extension" });
+  }
+
+  // ── keys ─────────────────────────────────────────────────────────────────────────────────
+
+  private onKey(event: KeyEvent): void {
+    if (!this.running) return;
+    const cmd = commandFor(this.current, this.ui, event);
+    if (cmd) this.execute(cmd);
+  }
+
+  private execute(cmd: Command): void {
+    const form = this.ui === "extension" || this.ui === "pin";
+    switch (cmd.kind) {
+      case "digit":
+      case "backspace":
+      case "clear": {
+        const edit = (v: string, max: number): string =>
+          cmd.kind === "digit"
+            ? appendDigit(v, cmd.digit, max)
+            : cmd.kind === "backspace"
+              ? backspace(v)
+              : "";
+        if (this.ui === "extension") this.extension = edit(this.extension, EXTENSION_MAX);
+        else if (this.ui === "pin") this.pin = edit(this.pin, PIN_MAX);
+        this.notice = undefined;
+        this.refresh();
+        return;
+      }
+      case "next":
+        if (this.ui !== "extension" || !this.extension) return;
+        this.pin = "";
+        this.notice = undefined;
+        this.setUi("pin");
+        return;
+      case "back":
+        if (!form) return;
+        this.pin = "";
+        this.notice = undefined;
+        this.setUi("extension");
+        return;
+      case "confirm":
+        if (this.ui !== "pin" || !this.pin || !this.extension) return;
+        this.notice = undefined;
+        this.transition("signing-in", { ui: "none" });
+        void this.runSignIn(this.gen);
+        return;
+      case "open-menu":
+        this.menuIndex = 0;
+        this.setUi("menu");
+        return;
+      case "close-menu":
+        this.setUi("none");
+        return;
+      case "menu-back":
+        this.setUi("menu");
+        return;
+      case "up":
+      case "down": {
+        const step = cmd.kind === "up" ? -1 : 1;
+        if (this.ui === "menu") {
+          this.menuIndex = (this.menuIndex + step + MENU_ITEMS.length) % MENU_ITEMS.length;
+        } else if (this.ui === "network-info" && this.info) {
+          const pages = Math.max(1, Math.ceil(this.info.length / INFO_PER_PAGE));
+          this.infoPage = Math.min(pages - 1, Math.max(0, this.infoPage + step));
+        }
+        this.refresh();
+        return;
+      }
+      case "pick":
+        this.menuIndex = cmd.index;
+        this.openMenuItem();
+        return;
+      case "select":
+        this.openMenuItem();
+        return;
+      case "yes":
+        void this.signOut();
+        return;
+      case "no":
+        this.setUi("menu");
+        return;
+      case "retry-now":
+        this.retry();
+        return;
+    }
+  }
+
+  private openMenuItem(): void {
+    const item = MENU_ITEMS[this.menuIndex];
+    if (item === "About") this.setUi("about");
+    else if (item === "Sign out") this.setUi("confirm-sign-out");
+    else if (item === "Network info") void this.loadNetworkInfo();
+  }
+
+  private async loadNetworkInfo(): Promise<void> {
+    this.info = undefined;
+    this.infoPage = 0;
+    this.setUi("network-info");
+    let info: Array<[string, string]>;
+    try {
+      info = await this.services.networkInfo();
+    } catch (err) {
+      info = [["Error", asHandsetError(err).code]];
+    }
+    if (this.ui !== "network-info") return;
+    this.info = info;
+    this.refresh();
+  }
+
+  // ── output ───────────────────────────────────────────────────────────────────────────────
+
+  private setUi(ui: UiMode): void {
+    if (!uiAllowed(this.current, ui)) return;
+    this.ui = ui;
+    this.refresh();
+  }
+
+  private refresh(): void {
+    const frame = render(this.view(), { cols: this.display.cols, rows: this.display.rows });
+    const text = frame.lines.join("\n");
+    if (text === this.lastFrame) return;
+    this.lastFrame = text;
+    this.display.show(frame);
+    this.events.emit({ event: "display", lines: [...frame.lines] });
+  }
+
+  private applyLeds(): void {
+    const s = this.current;
+    const led: IndicatorState =
+      s === "registered" || s === "limited" ? "on" : s === "registering" || s === "failed" ? "blink" : "off";
+    if (led === this.statusLed) return;
+    this.statusLed = led;
+    this.indicators.status.set(led);
+  }
+
+  /** Re-renders on every minute boundary of the wall clock, so the idle time line moves. */
+  private scheduleMinuteTick(): void {
+    const ms = 60_000 - (((this.clock.now() % 60_000) + 60_000) % 60_000);
+    this.minuteTimer = this.clock.setTimer(ms, () => {
+      if (!this.running) return;
+      this.refresh();
+      this.scheduleMinuteTick();
+    });
+  }
+
+  private reportError(e: { code: string; message: string }): void {
+    this.log.warn("error", { code: e.code, message: e.message });
+    this.events.emit({ event: "error", code: e.code, message: e.message });
+  }
+}
+
+/** The server's words about attempts left: a provisioning error's `attemptsWarning`, or its message. */
+function attemptsWarning(e: HandsetError): string | undefined {
+  const field = (e as { attemptsWarning?: unknown }).attemptsWarning;
+  if (typeof field === "string" && field) return field;
+  return /attempt|tries|remaining/i.test(e.message) ? e.message : undefined;
+}
+
+function userPart(uri: string | undefined): string {
+  return /^sips?:([^@;]+)@/i.exec(uri ?? "")?.[1] ?? "";
+}
+
+function digitsOnly(text: string): string {
+  return /^\+?\d+$/.test(text) ? text.replace("+", "") : "";
+}

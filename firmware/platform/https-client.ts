@@ -1,0 +1,146 @@
+/**
+ * The provisioning client's HTTPS edge: node:https with the configured roots only
+ * (rejectUnauthorized), one keep-alive agent and one cookie jar per client instance, and
+ * transport failures mapped to ProvisioningError codes. Bodies are UTF-8 text (SOAP/WSDL).
+ */
+import * as https from "node:https";
+import { HandsetError } from "../core/errors.ts";
+import { ProvisioningError } from "../provisioning/errors.ts";
+import type { HttpClient, HttpRequest, HttpResponse } from "../provisioning/http.ts";
+
+export interface HttpsClientOptions {
+  /** Trusted roots (PEM). Never empty. */
+  ca: string[];
+  /** Whole-exchange timeout in ms (default 30 s). */
+  timeoutMs?: number;
+  userAgent?: string;
+}
+
+const TRUST_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_REJECTED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "ERR_TLS_CERT_ALTNAME_FORMAT",
+]);
+const TIME_CODES = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"]);
+
+function classify(err: Error & { code?: string }, url: URL): ProvisioningError {
+  const where = url.host;
+  const code = err.code ?? "";
+  if (err instanceof ProvisioningError) return err;
+  if (TRUST_CODES.has(code))
+    return new ProvisioningError(
+      "server-cert-untrusted",
+      `Certificate of ${where} is not trusted (${code})`,
+      {
+        cause: err,
+      },
+    );
+  if (TIME_CODES.has(code))
+    return new ProvisioningError(
+      "server-cert-time",
+      `Certificate of ${where} is outside its validity (${code}): the clock is wrong or the certificate expired`,
+      { cause: err },
+    );
+  if (code === "ETIMEDOUT")
+    return new ProvisioningError("timeout", `No answer from ${where}`, { cause: err });
+  return new ProvisioningError("server-unreachable", `Cannot reach ${where} (${code || err.message})`, {
+    cause: err,
+  });
+}
+
+/** A cookie jar keyed by host: sipe keeps one per provisioning run; we keep one per client. */
+class CookieJar {
+  private readonly byHost = new Map<string, Map<string, string>>();
+
+  store(host: string, setCookie: string[] | undefined): void {
+    if (!setCookie) return;
+    let jar = this.byHost.get(host);
+    if (!jar) {
+      jar = new Map();
+      this.byHost.set(host, jar);
+    }
+    for (const line of setCookie) {
+      const pair = line.split(";", 1)[0] ?? "";
+      const eq = pair.indexOf("=");
+      if (eq <= 0) continue;
+      const name = pair.slice(0, eq).trim();
+      const value = pair.slice(eq + 1).trim();
+      if (/max-age=0\b/i.test(line) || value === "") jar.delete(name);
+      else jar.set(name, value);
+    }
+  }
+
+  header(host: string): string | undefined {
+    const jar = this.byHost.get(host);
+    if (!jar || jar.size === 0) return undefined;
+    return [...jar].map(([k, v]) => `${k}=${v}`).join("; ");
+  }
+}
+
+export interface HttpsClient extends HttpClient {
+  /** Closes idle keep-alive sockets. */
+  close(): void;
+}
+
+export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
+  if (o.ca.length === 0) throw new HandsetError("config-invalid", "No trusted root certificates configured");
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 2, ca: o.ca, rejectUnauthorized: true });
+  const jar = new CookieJar();
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  const userAgent = o.userAgent ?? "handset/0.1";
+
+  const request = (r: HttpRequest): Promise<HttpResponse> =>
+    new Promise((resolve, reject) => {
+      const url = new URL(r.url);
+      if (url.protocol !== "https:") {
+        reject(new HandsetError("config-invalid", `Refusing non-HTTPS URL ${url.origin}`));
+        return;
+      }
+      const body = r.body === undefined ? undefined : Buffer.from(r.body, "utf8");
+      const headers: Record<string, string> = { "User-Agent": userAgent, ...r.headers };
+      if (body) headers["Content-Length"] = String(body.length);
+      const cookie = jar.header(url.host);
+      if (cookie) headers["Cookie"] = cookie;
+      let settled = false;
+      const fail = (err: Error & { code?: string }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(classify(err, url));
+      };
+      const req = https.request(url, { method: r.method, agent, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", fail);
+        res.on("end", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          jar.store(url.host, res.headers["set-cookie"]);
+          const out: Record<string, string | string[]> = {};
+          for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out[k] = v;
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: out,
+            body: Buffer.concat(chunks).toString("utf8"),
+          });
+        });
+      });
+      const timer = setTimeout(() => {
+        const err = new ProvisioningError("timeout", `No answer from ${url.host} within ${timeoutMs} ms`);
+        fail(err);
+        req.destroy(err);
+      }, timeoutMs);
+      req.on("error", fail);
+      req.end(body);
+    });
+
+  return { request, close: () => agent.destroy() };
+}
