@@ -248,12 +248,15 @@ export class Account {
   private onFailure(error: HandsetError, retryAfterS: number | undefined): void {
     this.drop();
     if (this.stopped) return;
-    if (error instanceof CertificateRequiredError) {
+    // A registrar refusing our certificate (revoked, or no longer published for the user) will not
+    // change its mind on retry: only a new sign-in helps.
+    const refusedCertificate = error.code === "registration-forbidden" && /certificate/i.test(error.message);
+    if (error instanceof CertificateRequiredError || refusedCertificate) {
       this.stopped = true;
       this.report({
         state: "sign-in-required",
         error: { code: error.code, message: error.message },
-        ...(error.stsUri ? { stsUri: error.stsUri } : {}),
+        ...(error instanceof CertificateRequiredError && error.stsUri ? { stsUri: error.stsUri } : {}),
       });
       return;
     }
@@ -268,7 +271,9 @@ export class Account {
     const delay =
       retryAfterS !== undefined
         ? retryAfterS * 1000
-        : backoffDelay(this.rounds++, this.o.random, this.o.backoff);
+        : // RFC 5626 §4.5: consecutive failures count from 1, so the first wait is 30–60 s, spread
+          // wide enough that a building of phones does not come back within one second.
+          backoffDelay(++this.rounds, this.o.random, this.o.backoff);
     this.report({
       state: "failed",
       registrar: failedAt,

@@ -4,7 +4,7 @@
  * typed; the test clicks those keys on the page and waits for the SSE update. Screenshot:
  * test-output/board-sim/web-view.png.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -108,7 +108,6 @@ describe("web view in headless chromium", () => {
     await expect.poll(() => page.getByTestId("hook").getAttribute("aria-pressed")).toBe("true");
 
     mkdirSync(OUT_DIR, { recursive: true });
-    writeFileSync(join(OUT_DIR, ".gitignore"), "*\n");
     await page.screenshot({ path: join(OUT_DIR, "web-view.png"), fullPage: true });
     expect(existsSync(join(OUT_DIR, "web-view.png"))).toBe(true);
   });
