@@ -182,7 +182,7 @@ export class Account {
       core,
       engineFactory: this.o.engineFactory,
       endpoint: this.o.endpoint,
-      credentials: this.o.credentials(),
+      credentials: this.o.credentials,
       trustedRoots: this.o.trustedRoots,
       innerTls: this.o.innerTls,
     });

@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from "node:crypto";
 import { Account, type AccountStatus, type RegistrarAddress } from "../accounts/account.ts";
+import { CertificateLifecycle } from "../accounts/cert-lifecycle.ts";
 import { HandsetError } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
@@ -15,6 +16,7 @@ import type { DiscoveryResult, PhoneServices, RegistrationStatus } from "../phon
 import { createDnsResolver } from "../platform/dns-resolver.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
+import { renewCertificate } from "../provisioning/renewal.ts";
 import { signIn } from "../provisioning/resumable-sign-in.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
@@ -152,6 +154,7 @@ export function createPhoneServices(o: {
 
     register(d, onStatus) {
       let account: Account | undefined;
+      let lifecycle: CertificateLifecycle | undefined;
       let stopped = false;
       void (async () => {
         const rec = await loadRecord();
@@ -216,7 +219,42 @@ export function createPhoneServices(o: {
           }
           onStatus(status);
         });
-        if (!stopped) account.start();
+        // Renewal runs beside registration and never blocks it: with the web services unreachable
+        // (a WAN cut at a branch) the old certificate keeps working and renewal retries with backoff.
+        lifecycle = new CertificateLifecycle({
+          clock,
+          random,
+          logger: logger.child("certificate"),
+          credential: () => {
+            const c = record?.credential;
+            return c ? { notBefore: c.notBefore, notAfter: c.notAfter } : undefined;
+          },
+          renew: async () => {
+            const certProvUrl = record?.certProvUrl ?? d.certProvUrl;
+            if (!certProvUrl)
+              throw new HandsetError("discovery-failed", "No certificate provisioning service known");
+            record = await renewCertificate(
+              signInDeps({ store, ca: o.trustedRoots, random, clock, logger }),
+              {
+                certProvUrl,
+              },
+            );
+          },
+        });
+        lifecycle.events.on((e) => {
+          logger.info("certificate lifecycle", { type: e.type });
+          if ((e.type === "revoked" || e.type === "expired") && !stopped) {
+            void account?.stop();
+            onStatus({
+              state: "sign-in-required",
+              error: { code: `certificate-${e.type}`, message: "Sign in again" },
+            });
+          }
+        });
+        if (!stopped) {
+          account.start();
+          lifecycle.start();
+        }
       })().catch((err: unknown) => {
         onStatus({
           state: "failed",
@@ -226,6 +264,7 @@ export function createPhoneServices(o: {
       return {
         stop: async () => {
           stopped = true;
+          lifecycle?.stop();
           await account?.stop({ unregister: true });
         },
       };

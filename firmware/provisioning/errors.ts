@@ -16,6 +16,7 @@ export type ProvisioningErrorCode =
   | "malformed-response"
   | "cert-key-mismatch"
   | "ticket-rejected"
+  | "certificate-revoked"
   | "cert-request-rejected"
   | "timeout";
 
@@ -30,6 +31,7 @@ const DISPLAY: Record<ProvisioningErrorCode, string> = {
   "malformed-response": "Bad server reply",
   "cert-key-mismatch": "Bad certificate",
   "ticket-rejected": "Sign-in refused",
+  "certificate-revoked": "Certificate revoked",
   "cert-request-rejected": "Cert request refused",
   timeout: "Server timeout",
 };

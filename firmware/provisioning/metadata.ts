@@ -13,6 +13,8 @@ import { attr, child, children, descendant, descendants, escapeText, NS, text, t
 export const CERT_PROV_PROOF_PORT = "CertProvisioningServiceWebTicketProof_SHA1";
 export const CERT_PROV_PROOF_POLICY = "CertProvisioningServiceWebTicketProof_SHA1_policy";
 export const PIN_PORT = "WebTicketServicePin";
+/** The certificate-authenticated port (WS-Security X.509 token, digest §2.3, §3.3). */
+export const CERT_PORT = "WebTicketServiceCert";
 const WS_TRANSFER_GET = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get";
 const ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous";
 const WSP = [NS.wsp, NS.wsp15] as const;
@@ -208,4 +210,9 @@ export function parseWebTicketMetadata(doc: Document): { ports: WebTicketPort[] 
 /** The PIN port: by its name, else the first port whose policy asserts Basic; never a guessed path. */
 export function choosePinPort(ports: WebTicketPort[]): string | undefined {
   return (ports.find((p) => p.name === PIN_PORT) ?? ports.find((p) => p.basicAuth))?.address;
+}
+
+/** The certificate port, by its name only (its policy shape is unconfirmed); never a guessed path. */
+export function chooseCertPort(ports: WebTicketPort[]): string | undefined {
+  return ports.find((p) => p.name === CERT_PORT)?.address;
 }

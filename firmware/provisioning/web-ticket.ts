@@ -77,11 +77,20 @@ export function pSha1(secret: Buffer, seed: Buffer, length: number): Buffer {
   return Buffer.concat(out).subarray(0, length);
 }
 
-/** The RST of digest §4 (SOAP 1.1, no header, no Claims: the PIN identifies the user). */
-export function buildPinRst(o: { appliesTo: string; deviceId: string; clientEntropy: Buffer }): string {
+/**
+ * The RST of digest §4 (SOAP 1.1, no Claims: the credential identifies the user). No header for
+ * the PIN port; the certificate port passes its self-contained wsse:Security as `header`.
+ */
+export function buildPinRst(o: {
+  appliesTo: string;
+  deviceId: string;
+  clientEntropy: Buffer;
+  header?: string;
+}): string {
   return (
     '<?xml version="1.0" encoding="utf-8"?>' +
     `<soap:Envelope xmlns:soap="${NS.soap11}" xmlns:wst="${NS.wst}" xmlns:wsa="${NS.wsa}" xmlns:wsp="${NS.wsp}">` +
+    (o.header === undefined ? "" : `<soap:Header>${o.header}</soap:Header>`) +
     "<soap:Body>" +
     `<wst:RequestSecurityToken Context="${escapeAttr(o.deviceId)}">` +
     `<wst:TokenType>${SAML11_TOKEN}</wst:TokenType>` +

@@ -10,6 +10,13 @@
  *   through; a 2xx without Authentication-Info is a security failure ("rspauth-missing");
  *   any other unsigned final response is dropped and its transaction left to time out.
  * - 1xx responses are never signed by Lync pools and are passed through.
+ * - Requests from the server (NOTIFY, BENOTIFY, OPTIONS …) are checked like responses
+ *   (unsigned or badly signed ones are dropped) and always answered, signed with our SA
+ *   (tls-dsk.md §4.2: Authorization with crand/cnum/response, field 16 = status): the first
+ *   registered handler that claims the request chooses the answer; otherwise OPTIONS gets 200
+ *   and anything else 501. ACK and BENOTIFY are never answered (handlers still see BENOTIFY).
+ * - It keeps the flow's activity (last byte sent / received, messages and pongs received)
+ *   for the keep-alive and liveness timers above it.
  */
 import type { Clock } from "../core/clock.ts";
 import { AuthError, type HandsetError, TransportError } from "../core/errors.ts";
@@ -17,7 +24,15 @@ import type { Logger } from "../core/logger.ts";
 import { hexToken, type Random } from "../core/random.ts";
 import type { Flow } from "./flow.ts";
 import { parseVia } from "./grammar/via.ts";
-import { header, type SipMessage, type SipRequest, type SipResponse, setHeader } from "./message/message.ts";
+import {
+  header,
+  headers,
+  response,
+  type SipMessage,
+  type SipRequest,
+  type SipResponse,
+  setHeader,
+} from "./message/message.ts";
 import type { SecurityAssociation } from "./tls-dsk/security-association.ts";
 import { type NictUser, NonInviteClientTransaction, TIMER_F_MS } from "./transaction/non-invite-client.ts";
 
@@ -28,10 +43,41 @@ export interface UserAgentCoreOptions {
   timerFMs?: number;
 }
 
+/** How a request handler answers a server request; `after` runs once the answer is on the wire. */
+export interface RequestAnswer {
+  status: number;
+  reason?: string;
+  headers?: Array<[string, string]>;
+  after?: () => void;
+}
+
+/** Returns an answer to claim the request, undefined to leave it to the next handler. */
+export type RequestHandler = (request: SipRequest) => RequestAnswer | undefined;
+
+const REASONS: Record<number, string> = {
+  200: "OK",
+  481: "Call/Transaction Does Not Exist",
+  500: "Server Internal Error",
+  501: "Not Implemented",
+};
+
+/** What crossed the flow, on the monotonic clock; read by keep-alive and liveness timers. */
+export interface FlowActivity {
+  lastSentAt: number;
+  lastReceivedAt: number;
+  /** Messages, pongs and malformed-but-framed input alike: anything proves the flow carries bytes. */
+  received: number;
+  pongs: number;
+  /** The last input was a CRLF pong (not a SIP message). */
+  lastWasPong: boolean;
+}
+
 export class UserAgentCore {
   private readonly transactions = new Map<string, NonInviteClientTransaction>();
   private sa: SecurityAssociation | undefined;
   private closed = false;
+  private handlers: RequestHandler[] = [];
+  readonly activity: FlowActivity;
   /** Called when the server's signature fails; the flow has already been closed. */
   onSecurityFailure: (error: AuthError) => void = () => {};
   /** Called once when the flow closes for any reason. */
@@ -43,7 +89,18 @@ export class UserAgentCore {
     readonly flow: Flow,
     private readonly opts: UserAgentCoreOptions,
   ) {
-    flow.onMessage((m) => this.receive(m));
+    const now = opts.clock.monotonic();
+    this.activity = { lastSentAt: now, lastReceivedAt: now, received: 0, pongs: 0, lastWasPong: false };
+    flow.onMessage((m) => {
+      this.noteReceived();
+      this.activity.lastWasPong = false;
+      this.receive(m);
+    });
+    flow.onPong(() => {
+      this.noteReceived();
+      this.activity.pongs++;
+      this.activity.lastWasPong = true;
+    });
     flow.onClose((reason) => {
       this.closed = true;
       const err = reason ?? new TransportError("connection-closed", `${flow.remote} closed the connection`);
@@ -63,6 +120,27 @@ export class UserAgentCore {
 
   setSecurityAssociation(sa: SecurityAssociation | undefined): void {
     this.sa = sa;
+  }
+
+  /** Adds a handler for server requests; returns a function that removes it. */
+  addRequestHandler(handler: RequestHandler): () => void {
+    this.handlers.push(handler);
+    return () => {
+      this.handlers = this.handlers.filter((h) => h !== handler);
+    };
+  }
+
+  /** RFC 5626 keep-alive ping (CRLFCRLF) on the flow. */
+  sendPing(): void {
+    if (this.closed) return;
+    this.noteSent();
+    this.flow.sendPing();
+  }
+
+  /** Forgets a client transaction without telling its user (its owner stopped); stops Timer F. */
+  cancel(tx: NonInviteClientTransaction): void {
+    tx.abandon();
+    if (this.transactions.get(tx.branch) === tx) this.transactions.delete(tx.branch);
   }
 
   newBranch(): string {
@@ -100,7 +178,10 @@ export class UserAgentCore {
     );
     this.transactions.set(branch, tx);
     if (this.closed) tx.transportFailed(new TransportError("connection-closed", "flow is closed"));
-    else this.flow.send(request);
+    else {
+      this.noteSent();
+      this.flow.send(request);
+    }
     return tx;
   }
 
@@ -113,10 +194,19 @@ export class UserAgentCore {
     return this.transactions.size;
   }
 
+  private noteSent(): void {
+    this.activity.lastSentAt = this.opts.clock.monotonic();
+  }
+
+  private noteReceived(): void {
+    this.activity.lastReceivedAt = this.opts.clock.monotonic();
+    this.activity.received++;
+  }
+
   private receive(message: SipMessage): void {
     if (message.kind === "request") {
       if (this.sa && !this.checkSignature(message, false)) return;
-      this.onRequest(message);
+      this.answer(message);
       return;
     }
     const via = header(message, "Via");
@@ -134,6 +224,44 @@ export class UserAgentCore {
     if (message.status >= 200 && this.sa && !this.checkSignature(message, this.mayBeUnsigned(message)))
       return;
     tx.receive(message);
+  }
+
+  private answer(request: SipRequest): void {
+    const method = request.method.toUpperCase();
+    let answer: RequestAnswer | undefined;
+    if (method !== "ACK") {
+      for (const h of [...this.handlers]) {
+        try {
+          answer = h(request);
+        } catch (err) {
+          this.opts.logger.error("request handler failed", { method, error: String(err) });
+          answer = { status: 500, reason: "Server Internal Error" };
+        }
+        if (answer) break;
+      }
+      answer ??= method === "OPTIONS" ? { status: 200 } : { status: 501 };
+      // BENOTIFY is a NOTIFY that expects no answer ([MS-SIP]); its handler still runs.
+      if (method !== "BENOTIFY") this.respond(request, answer);
+    }
+    this.onRequest(request);
+    answer?.after?.();
+  }
+
+  /** Sends a response to a server request, signed with the SA when there is one. */
+  private respond(request: SipRequest, answer: RequestAnswer): void {
+    const list: Array<[string, string]> = headers(request, "Via").map((v) => ["Via", v]);
+    const to = header(request, "To") ?? "";
+    list.push(["From", header(request, "From") ?? ""]);
+    list.push(["To", /;\s*tag=/i.test(to) ? to : `${to};tag=${hexToken(this.opts.random, 8)}`]);
+    list.push(["Call-ID", header(request, "Call-ID") ?? ""]);
+    list.push(["CSeq", header(request, "CSeq") ?? ""]);
+    list.push(...(answer.headers ?? []));
+    const res = response(answer.status, answer.reason ?? REASONS[answer.status] ?? "", list);
+    // tls-dsk.md §4.2: the client signs its responses too (Authorization, field 16 = status).
+    this.sa?.sign(res, this.opts.random);
+    if (this.closed) return;
+    this.noteSent();
+    this.flow.send(res);
   }
 
   private mayBeUnsigned(response: SipResponse): boolean {

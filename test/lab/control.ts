@@ -1,12 +1,14 @@
 /**
  * The lab's control endpoint: faults on demand for tests and for people driving the demo.
  * POST /registrar/{pool,sba}/{stop,start}, /registrar/{pool,sba}/fault?mode=bad-rspauth|
- * no-auth-info|none, /users/<extension>/revoke. (WAN faults arrive with the WAN link.)
+ * no-auth-info|none, /users/<extension>/revoke, /wan/cut (blackhole), /wan/reset (reset every
+ * connection across the WAN once), /wan/restore, /wan/latency?ms=N (0–60000). GET /status.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { UserDirectory } from "./directory.ts";
 import type { LabRegistrar } from "./registrar.ts";
+import type { WanLink } from "./wan-link.ts";
 
 export interface LabControl {
   url: string;
@@ -17,6 +19,7 @@ export async function startControl(o: {
   pool: LabRegistrar;
   sba: LabRegistrar;
   directory: UserDirectory;
+  wan?: WanLink;
 }): Promise<LabControl> {
   const registrars: Record<string, LabRegistrar> = { pool: o.pool, sba: o.sba };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -29,6 +32,7 @@ export async function startControl(o: {
       return answer(200, {
         pool: { running: o.pool.running, address: o.pool.address, stats: o.pool.stats },
         sba: { running: o.sba.running, address: o.sba.address, stats: o.sba.stats },
+        ...(o.wan ? { wan: o.wan.stats } : {}),
       });
     }
     if (req.method !== "POST") return answer(405, { error: "POST only" });
@@ -42,6 +46,25 @@ export async function startControl(o: {
         r.faults = { badRspauth: mode === "bad-rspauth", omitAuthenticationInfo: mode === "no-auth-info" };
       } else return answer(404, { error: "unknown registrar action" });
       return answer(200, { ok: true, registrar: parts[1], running: r.running });
+    }
+    if (parts[0] === "wan" && o.wan && parts.length === 2) {
+      const wan = o.wan;
+      let reset: number | undefined;
+      if (parts[1] === "cut") wan.cut();
+      else if (parts[1] === "restore") wan.restore();
+      else if (parts[1] === "reset") reset = wan.reset();
+      else if (parts[1] === "latency") {
+        const raw = url.searchParams.get("ms") ?? "";
+        const ms = Number(raw);
+        if (!/^\d+$/.test(raw) || ms > 60_000) return answer(400, { error: "ms must be an integer 0-60000" });
+        wan.setLatency(ms);
+      } else return answer(404, { error: "unknown wan action" });
+      return answer(200, {
+        ok: true,
+        mode: wan.mode,
+        latencyMs: wan.latencyMs,
+        ...(reset === undefined ? {} : { reset }),
+      });
     }
     if (parts[0] === "users" && parts[1] && parts[2] === "revoke") {
       const user = o.directory.byExtension(parts[1]);

@@ -3,8 +3,14 @@
  * A test fixture and the demo's embedded default; it never ships in the image.
  *
  * Sites (DESIGN.md): "branch" homes the phone on the SBA, with the central pool as backup;
- * "hq" homes it on the pool. Services added by later issues (web ticket and certificate
- * provisioning, DHCP, NTP, the WAN link) join here.
+ * "hq" homes it on the pool.
+ *
+ * The WAN link (wan-link.ts) fronts the central pool: its registrar and its web services. In the
+ * branch site everything the phone is told about the centre names the WAN side: ready.pool,
+ * ready.certProv, hosts[pool.<domain>], the registrars' sts-uri, DHCP option 43, the redirect's
+ * backup. The SBA is on the branch LAN, direct. In the hq site the phone sits next to the pool:
+ * those all name the direct addresses, the link still exists (ready.wan names its side) but
+ * nothing the phone is told goes through it. (An hq phone's path to the SBA is not modelled.)
  */
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +21,7 @@ import { type DhcpResponder, startDhcpResponder } from "./dhcp-responder.ts";
 import { UserDirectory } from "./directory.ts";
 import { type NtpResponder, startNtpResponder } from "./ntp-responder.ts";
 import { LabRegistrar } from "./registrar.ts";
+import { WanLink } from "./wan-link.ts";
 import { startWebServices, type WebServices, type WebServicesOptions } from "./web-services.ts";
 
 export interface LabOptions {
@@ -45,6 +52,13 @@ export interface LabReady {
   ntp: string;
   /** The lab's names and where they really listen: the phone's static host table in the demo. */
   hosts: Record<string, string>;
+  /** The central services' WAN-side addresses (what the branch uses; in hq, unused by the phone). */
+  wan: { pool: string; certProv: string };
+  /**
+   * The central services' own addresses, bypassing the WAN. In the branch site the web services
+   * listen on 127.0.0.2, which their certificate (IP SAN 127.0.0.1) does not name: lab-internal use.
+   */
+  direct: { pool: string; certProv: string };
   ca: string;
   dir: string;
   names: { pool: string; sba: string };
@@ -62,6 +76,8 @@ export interface Lab {
   web: WebServices;
   dhcp: DhcpResponder;
   ntp: NtpResponder;
+  /** The WAN link between the branch and the centre (pool registrar, web services). */
+  wan: WanLink;
   stop(): Promise<void>;
 }
 
@@ -83,8 +99,25 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const client = await ca.issueClient(first.uri.slice(4));
   directory.publish(first, client.cert);
 
-  const web = await startWebServices({ ca, directory, fqdn: names.pool, ...opts.web });
-  const common = { ca: ca.cert, directory, expires: opts.expires, stsUri: web.certProvUrl };
+  // The central pool's web services sit behind the WAN link. In the branch site they listen on
+  // 127.0.0.2:P and the WAN side takes 127.0.0.1:P: the URLs the services publish (mex/WSDL, the
+  // certificate's IP SAN 127.0.0.1) then name the WAN side, so everything the phone learns from
+  // them also crosses the link. In the hq site (and where 127.0.0.2 is unusable) they listen on
+  // 127.0.0.1 as before and the phone reaches them directly.
+  const wan = await WanLink.start();
+  const {
+    web,
+    wanAddress: webWanAddress,
+    directAddress: webDirect,
+  } = await startCentralWeb(site, wan, {
+    ca,
+    directory,
+    fqdn: names.pool,
+    ...opts.web,
+  });
+  const wanCertProv = web.certProvUrl.replace(new URL(web.certProvUrl).host, webWanAddress);
+  const phoneCertProv = site === "branch" ? wanCertProv : web.certProvUrl;
+  const common = { ca: ca.cert, directory, expires: opts.expires, stsUri: phoneCertProv };
   const pool = new LabRegistrar({
     ...common,
     name: "pool",
@@ -100,7 +133,10 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     key: sbaCert.key,
   });
   await Promise.all([pool.start(), sba.start()]);
-  if (opts.redirect) pool.redirect = { primary: sba.address, backup: pool.address };
+  const [poolHost, poolPort] = pool.address.split(":");
+  const wanPool = await wan.add({ name: "pool", target: { host: poolHost!, port: Number(poolPort) } });
+  const phonePool = site === "branch" ? wanPool : pool.address;
+  if (opts.redirect) pool.redirect = { primary: sba.address, backup: phonePool };
 
   const caPath = join(dir, "lab-ca.pem");
   const certPath = join(dir, "test-client.pem");
@@ -112,23 +148,28 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const home = site === "branch" ? names.sba : names.pool;
   const ntp = await startNtpResponder({ offsetMs: opts.ntpOffsetMs ?? 0 });
   const dhcp = await startDhcpResponder({
-    certProvUrl: web.certProvUrl,
+    certProvUrl: phoneCertProv,
     registrarFqdn: home,
     ntp: ["127.0.0.1"],
   });
-  const control = await startControl({ pool, sba, directory });
+  const control = await startControl({ pool, sba, directory, wan });
   const ready: LabReady = {
     event: "lab.ready",
     site,
     domain,
     registrar: site === "branch" ? sba.address : pool.address,
-    pool: pool.address,
+    pool: phonePool,
     sba: sba.address,
     control: control.url,
-    certProv: web.certProvUrl,
+    certProv: phoneCertProv,
     dhcp: dhcp.address,
     ntp: ntp.address,
-    hosts: { [names.pool]: pool.address, [names.sba]: sba.address },
+    hosts: { [names.pool]: phonePool, [names.sba]: sba.address },
+    wan: { pool: wanPool, certProv: wanCertProv },
+    direct: {
+      pool: pool.address,
+      certProv: web.certProvUrl.replace(new URL(web.certProvUrl).host, webDirect),
+    },
     ca: caPath,
     dir,
     names,
@@ -145,9 +186,49 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     web,
     dhcp,
     ntp,
+    wan,
     stop: async () => {
       await control.stop();
+      await wan.stop();
       await Promise.all([pool.stop(), sba.stop(), web.stop(), dhcp.stop(), ntp.stop()]);
     },
   };
+}
+
+/**
+ * Starts the web services and their WAN route. Branch site: services on 127.0.0.2:P, WAN side on
+ * 127.0.0.1:P, so the URLs they publish name the WAN side. Otherwise (hq, an explicit port or host,
+ * or a system without 127.0.0.2) the services keep 127.0.0.1 and the WAN side gets its own port.
+ */
+async function startCentralWeb(
+  site: "branch" | "hq",
+  wan: WanLink,
+  o: WebServicesOptions,
+): Promise<{ web: WebServices; wanAddress: string; directAddress: string }> {
+  if (site === "branch" && o.port === undefined && o.host === undefined) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let web: WebServices;
+      try {
+        web = await startWebServices({ ...o, host: "127.0.0.2" });
+      } catch {
+        break; // no 127.0.0.2 here (not Linux): fall back below
+      }
+      const port = Number(new URL(web.baseUrl).port);
+      try {
+        const wanAddress = await wan.add({
+          name: "web",
+          target: { host: "127.0.0.2", port },
+          listen: { port },
+        });
+        return { web, wanAddress, directAddress: `127.0.0.2:${port}` };
+      } catch {
+        await web.stop(); // 127.0.0.1:P is taken: try another port
+      }
+    }
+  }
+  const web = await startWebServices(o);
+  const directAddress = new URL(web.baseUrl).host;
+  const port = Number(new URL(web.baseUrl).port);
+  const wanAddress = await wan.add({ name: "web", target: { host: o.host ?? "127.0.0.1", port } });
+  return { web, wanAddress, directAddress };
 }

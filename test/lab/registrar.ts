@@ -7,6 +7,14 @@
  *
  * Fault switches (for the phone's negative tests) make it lie on purpose: a wrong rspauth,
  * or a 200 without Authentication-Info.
+ *
+ * Bindings ([MS-SIPREGE] §3.1.2.5.1): one per (AOR, +sip.instance) with its expiry; the 200's
+ * presence-state says register-action="added" for a new binding and "refreshed" for an existing
+ * one. `dropBindings()` forgets them all (a front end that lost its state), so the next refresh
+ * comes back "added". Per connection it remembers the SA and the AOR last registered on it, so
+ * `deregister()` can send a signed NOTIFY registration-notify `deregistered;event=<reason>` on
+ * the user's flow and check the phone's signed answer. It answers CRLFCRLF with CRLF and a
+ * signed OPTIONS with a signed 200.
  */
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -14,10 +22,13 @@ import * as tls from "node:tls";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { formatAuthHeader, parseAuthHeader } from "../../firmware/sip/grammar/auth-params.ts";
 import { parseNameAddr } from "../../firmware/sip/grammar/name-addr.ts";
+import { parseVia } from "../../firmware/sip/grammar/via.ts";
 import { StreamFramer } from "../../firmware/sip/message/framer.ts";
 import {
   header,
+  request,
   response,
+  type SipMessage,
   type SipRequest,
   type SipResponse,
   setHeader,
@@ -60,6 +71,28 @@ export interface RegistrarStats {
   signedOk: number;
   signatureFailures: number;
   registered: number;
+  /** CRLFCRLF pings answered with a CRLF pong. */
+  pings: number;
+  /** OPTIONS received (signed or not). */
+  options: number;
+  /** Requests sent to the phone (deregister()'s NOTIFY, sendToUser()). */
+  serverRequests: number;
+  /** Answers to those whose client signature (Authorization, field 16 = status) verified. */
+  signedAnswers: number;
+  /** Answers to those that were unsigned or badly signed. */
+  answerSignatureFailures: number;
+}
+
+/** The phone's final answer to a request the registrar sent it. */
+export interface ServerRequestAnswer {
+  status: number;
+  signatureOk: boolean;
+}
+
+interface ConnBinding {
+  aor: string;
+  contactUri: string;
+  sa: SecurityAssociation;
 }
 
 interface Pending {
@@ -68,8 +101,16 @@ interface Pending {
 }
 
 interface ConnState {
+  socket: tls.TLSSocket;
   pending: Map<string, Pending>;
   sas: Map<string, { sa: SecurityAssociation; clientCertPem: string }>;
+  binding?: ConnBinding;
+  /** Requests we sent to the phone, by Via branch, waiting for its answer. */
+  answers: Map<string, { sa: SecurityAssociation; resolve: (a: ServerRequestAnswer | undefined) => void }>;
+}
+
+function sameUri(a: string, b: string): boolean {
+  return a.trim().toLowerCase() === b.trim().toLowerCase();
 }
 
 export const REALM = "SIP Communications Service";
@@ -84,7 +125,17 @@ export class LabRegistrar {
     signedOk: 0,
     signatureFailures: 0,
     registered: 0,
+    pings: 0,
+    options: 0,
+    serverRequests: 0,
+    signedAnswers: 0,
+    answerSignatureFailures: 0,
   };
+  /** ms-keep-alive timeout= in the 200 (seconds). */
+  keepAliveS: number;
+  /** (AOR, instance) → binding expiry (epoch ms, wall clock). */
+  private readonly bindings = new Map<string, number>();
+  private readonly conns = new Set<ConnState>();
   faults: RegistrarFaults;
   redirect: { primary: string; backup?: string } | undefined;
   presenceState: string;
@@ -93,6 +144,7 @@ export class LabRegistrar {
 
   constructor(readonly o: LabRegistrarOptions) {
     this.faults = { ...o.faults };
+    this.keepAliveS = o.keepAliveS ?? 300;
     this.redirect = o.redirect;
     this.presenceState =
       o.presenceState ??
@@ -131,24 +183,145 @@ export class LabRegistrar {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
+  /** Forgets every binding (a front end that lost its registration state); connections and SAs stay. */
+  dropBindings(): void {
+    this.bindings.clear();
+  }
+
+  /** Number of live bindings (AOR + instance). */
+  get bindingCount(): number {
+    const now = Date.now();
+    return [...this.bindings.values()].filter((t) => t > now).length;
+  }
+
+  /**
+   * Ends `aor`'s registration from the server side ([MS-SIPREGE] registration-notify): sends a
+   * NOTIFY `Event: registration-notify` with body `deregistered;event=<reason>` (plus
+   * P-Preferred-Registrar for preferred-registrar-change, ms-diagnostics-public 4141 for
+   * rejected), signed with the connection's SA, on every connection where the AOR is registered,
+   * and drops the binding. Resolves with the phone's answer on the first such connection
+   * (undefined when none answers within `timeoutMs` of real time, or no connection has the AOR).
+   */
+  async deregister(
+    aor: string,
+    reason: "unregistered" | "rejected" | "deactivated" | "preferred-registrar-change" | string,
+    preferredRegistrar?: string,
+    timeoutMs = 5_000,
+  ): Promise<ServerRequestAnswer | undefined> {
+    for (const key of [...this.bindings.keys()])
+      if (sameUri(key.slice(0, key.indexOf("|")), aor)) this.bindings.delete(key);
+    const extra: Array<[string, string]> = [
+      ["Event", "registration-notify"],
+      ["Subscription-State", "terminated;reason=deactivated"],
+      ["Content-Type", "text/registration-event"],
+    ];
+    if (preferredRegistrar)
+      extra.push(["P-Preferred-Registrar", `<sip:${preferredRegistrar};transport=tls>`]);
+    if (reason === "rejected") extra.push(["ms-diagnostics-public", '4141;reason="User disabled"']);
+    return this.sendToUser(aor, "NOTIFY", extra, `deregistered;event=${reason}`, { timeoutMs, unbind: true });
+  }
+
+  /**
+   * Sends a request signed with the connection's SA on every connection where `aor` is
+   * registered (e.g. OPTIONS, INFO) and resolves with the first phone's answer, its client
+   * signature checked (stats.signedAnswers / answerSignatureFailures).
+   */
+  async sendToUser(
+    aor: string,
+    method: string,
+    extra: Array<[string, string]> = [],
+    body = "",
+    opts: { timeoutMs?: number; unbind?: boolean } = {},
+  ): Promise<ServerRequestAnswer | undefined> {
+    const answers: Array<Promise<ServerRequestAnswer | undefined>> = [];
+    for (const conn of this.conns) {
+      const b = conn.binding;
+      if (!b || !sameUri(b.aor, aor) || conn.socket.destroyed) continue;
+      if (opts.unbind) conn.binding = undefined;
+      const branch = `z9hG4bK${randomBytes(8).toString("hex")}`;
+      const req = request(
+        method,
+        b.contactUri,
+        [
+          ["Via", `SIP/2.0/TLS ${this.o.fqdn}:5061;branch=${branch}`],
+          ["Max-Forwards", "70"],
+          ["From", `<${b.aor}>;tag=${randomBytes(8).toString("hex")}`],
+          ["To", `<${b.aor}>`],
+          ["Call-ID", randomBytes(16).toString("hex")],
+          ["CSeq", `1 ${method}`],
+          ...extra,
+        ],
+        body,
+      );
+      this.sign(b.sa, req);
+      this.stats.serverRequests++;
+      answers.push(
+        new Promise<ServerRequestAnswer | undefined>((resolve) => {
+          const timer = setTimeout(() => {
+            conn.answers.delete(branch);
+            resolve(undefined);
+          }, opts.timeoutMs ?? 5_000);
+          conn.answers.set(branch, {
+            sa: b.sa,
+            resolve: (a) => {
+              clearTimeout(timer);
+              resolve(a);
+            },
+          });
+        }),
+      );
+      conn.socket.write(serializeMessage(req));
+    }
+    return answers.length > 0 ? answers[0] : undefined;
+  }
+
   private onConnection(socket: tls.TLSSocket): void {
     this.stats.connections++;
     this.sockets.add(socket);
     const framer = new StreamFramer();
-    const conn: ConnState = { pending: new Map(), sas: new Map() };
+    const conn: ConnState = { socket, pending: new Map(), sas: new Map(), answers: new Map() };
+    this.conns.add(conn);
     socket.on("error", () => {});
     socket.on("close", () => {
       this.sockets.delete(socket);
+      this.conns.delete(conn);
       for (const p of conn.pending.values()) p.engine.destroy();
+      for (const n of conn.answers.values()) n.resolve(undefined);
+      conn.answers.clear();
     });
     socket.on("data", (chunk: Buffer) => {
       for (const ev of framer.push(chunk)) {
-        if (ev.type === "ping") socket.write("\r\n");
-        else if (ev.type === "message" && ev.message.kind === "request") {
+        if (ev.type === "ping") {
+          this.stats.pings++;
+          socket.write("\r\n");
+        } else if (ev.type === "message" && ev.message.kind === "request") {
           void this.onRequest(socket, conn, ev.message).catch(() => socket.destroy());
-        } else if (ev.type === "error" && ev.error.code === "sip-too-large") socket.destroy();
+        } else if (ev.type === "message" && ev.message.kind === "response") this.onResponse(conn, ev.message);
+        else if (ev.type === "error" && ev.error.code === "sip-too-large") socket.destroy();
       }
     });
+  }
+
+  /** A response from the phone: only answers to our own requests are expected. */
+  private onResponse(conn: ConnState, res: SipResponse): void {
+    let branch = "";
+    try {
+      branch = parseVia(header(res, "Via") ?? "").params.get("branch") ?? "";
+    } catch {
+      return;
+    }
+    const pending = conn.answers.get(branch);
+    if (!pending || res.status < 200) return;
+    conn.answers.delete(branch);
+    let signatureOk = false;
+    try {
+      pending.sa.verifyClient(res);
+      signatureOk = true;
+      this.stats.signedAnswers++;
+    } catch {
+      this.stats.answerSignatureFailures++;
+    }
+    pending.resolve({ status: res.status, signatureOk });
   }
 
   private reply(
@@ -193,6 +366,7 @@ export class LabRegistrar {
     };
     if (req.method !== "REGISTER") {
       // Anything else must be signed with an established SA; the lab answers OPTIONS only.
+      if (req.method === "OPTIONS") this.stats.options++;
       const auth = this.verify(conn, req);
       if (!auth) return send(this.challenge(req));
       return send(this.sign(auth.sa, this.reply(req, req.method === "OPTIONS" ? 200 : 501, "OK")));
@@ -245,14 +419,15 @@ export class LabRegistrar {
     const expires = expiresReq === 0 ? 0 : (this.o.expires ?? 7200);
     if (expires > 0) this.stats.registered++;
     const contact = header(req, "Contact") ?? "";
+    const action = this.bind(conn, from.uri, contact, expires, auth.sa);
     return send(
       this.sign(
         auth.sa,
         this.reply(req, 200, "OK", [
           ["Contact", `${contact};expires=${expires}`],
           ["Expires", String(expires)],
-          ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.o.keepAliveS ?? 300}`],
-          ["presence-state", this.presenceState],
+          ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.keepAliveS}`],
+          ["presence-state", this.presenceFor(action)],
           [
             "Allow-Events",
             "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,presence,registration-notify",
@@ -260,6 +435,44 @@ export class LabRegistrar {
         ]),
       ),
     );
+  }
+
+  /** Adds, refreshes or removes the (AOR, instance) binding; returns the register-action. */
+  private bind(
+    conn: ConnState,
+    aor: string,
+    contact: string,
+    expires: number,
+    sa: SecurityAssociation,
+  ): "added" | "refreshed" {
+    let instance = "";
+    let contactUri = "";
+    try {
+      const na = parseNameAddr(contact);
+      contactUri = na.uri;
+      instance = na.params.get("+sip.instance") ?? "";
+    } catch {
+      // a Contact we cannot read: bind by AOR alone
+    }
+    const key = `${aor.toLowerCase()}|${instance.replace(/^"|"$/g, "")}`;
+    const now = Date.now();
+    const known = (this.bindings.get(key) ?? 0) > now;
+    if (expires === 0) {
+      this.bindings.delete(key);
+      if (conn.binding && sameUri(conn.binding.aor, aor)) conn.binding = undefined;
+      return known ? "refreshed" : "added";
+    }
+    this.bindings.set(key, now + expires * 1000);
+    conn.binding = { aor, contactUri, sa };
+    return known ? "refreshed" : "added";
+  }
+
+  /** The configured presence-state with this answer's register-action. */
+  private presenceFor(action: string): string {
+    const value = `register-action="${action}"`;
+    return /register-action\s*=/i.test(this.presenceState)
+      ? this.presenceState.replace(/register-action\s*=\s*("[^"]*"|[^;]*)/i, value)
+      : `${value};${this.presenceState}`;
   }
 
   private async handshake(
@@ -348,8 +561,8 @@ export class LabRegistrar {
     }
   }
 
-  private sign(sa: SecurityAssociation, m: SipResponse): SipResponse {
-    if (this.faults.omitAuthenticationInfo && m.status < 300) return m;
+  private sign<M extends SipMessage>(sa: SecurityAssociation, m: M): M {
+    if (this.faults.omitAuthenticationInfo && (m.kind === "request" || m.status < 300)) return m;
     sa.signAsServer(m, this.random);
     if (this.faults.badRspauth) {
       const v = header(m, "Authentication-Info") ?? "";

@@ -71,10 +71,11 @@ describe("StreamFramer", () => {
     expect(kinds(feed(new StreamFramer(), "\r\n", MSG1))).toEqual(["pong", "message:request"]);
   });
 
-  it("answers a ping split across chunks", () => {
+  it("answers a ping split inside a CRLF, and counts back-to-back lone CRLFs as two pongs", () => {
     expect(kinds(feed(new StreamFramer(), "\r", "\n\r\n"))).toEqual(["ping"]);
     expect(kinds(feed(new StreamFramer(), "\r\n\r", "\n"))).toEqual(["ping"]);
-    expect(kinds(feed(new StreamFramer(), "\r", "\n", "\r", "\n"))).toEqual(["pong", "ping"]);
+    // Two pongs answering two of our probes, not a ping: a peer writes its ping in one piece.
+    expect(kinds(feed(new StreamFramer(), "\r", "\n", "\r", "\n"))).toEqual(["pong", "pong"]);
     // a lone CRLF is reported at once: a keep-alive timer must not wait for more bytes
     const f = new StreamFramer();
     expect(kinds(f.push(Buffer.from("\r\n")))).toEqual(["pong"]);

@@ -7,10 +7,10 @@
  *   streams; the header section ends at the first CRLFCRLF.
  * - "ping": CRLFCRLF between messages. The owner of the connection must answer with a single
  *   CRLF ("pong").
- * - "pong": a lone CRLF between messages. A lone CRLF at the very end of the data is reported
- *   at once (keep-alive timers must not wait for more data); if the next data starts with
- *   CRLF, the two halves are then reported as a "ping" as well, so a ping split between
- *   chunks still gets answered (at the cost of one extra "pong" event).
+ * - "pong": a lone CRLF between messages, reported at once (keep-alive timers must not wait
+ *   for more data). Two lone CRLFs in separate chunks are two pongs, not a ping: a peer writes
+ *   its CRLFCRLF ping in one write, so it arrives in one TLS record, whereas back-to-back pongs
+ *   answering our own probes are common and must each count as an answer.
  * - "error" with a message whose framing was intact (Content-Length known) but which does not
  *   parse: the code comes from parseMessage, and framing continues with the next message.
  *
@@ -44,8 +44,6 @@ export class StreamFramer {
   /** Length of the current message's header section including CRLFCRLF, once known. */
   private headLength = -1;
   private bodyLength = 0;
-  /** A lone CRLF ended the previous data and was reported as a pong. */
-  private pongAtEnd = false;
   private failure: SipParseError | undefined;
 
   constructor(opts?: { maxMessageBytes?: number }) {
@@ -75,25 +73,16 @@ export class StreamFramer {
           if (this.buf[this.start + 1] === LF) {
             if (avail >= 4 && this.buf[this.start + 2] === CR && this.buf[this.start + 3] === LF) {
               this.consume(4);
-              this.pongAtEnd = false;
-              events.push({ type: "ping" });
-              continue;
-            }
-            if (this.pongAtEnd) {
-              this.consume(2);
-              this.pongAtEnd = false;
               events.push({ type: "ping" });
               continue;
             }
             if (avail === 3 && this.buf[this.start + 2] === CR) break; // maybe a ping: wait
             this.consume(2);
-            this.pongAtEnd = avail === 2;
             events.push({ type: "pong" });
             continue;
           }
         }
         if (avail === 0) break;
-        this.pongAtEnd = false;
         const from = this.start + this.scanFrom;
         const idx = this.buf.subarray(0, this.end).indexOf(CRLFCRLF, from);
         if (idx < 0) {

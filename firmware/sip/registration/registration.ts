@@ -8,11 +8,20 @@
  *     │            ┌──── refresh timer: signed REGISTER ◄────────── registered ◄┘
  *     │            └──── SA timer (min(cert, 8 h) − 5 min): drop SA, start again unsigned
  *     └──── failed / redirected / unregistered (terminal: the owner decides what next)
+ *
+ * While running it also keeps the flow alive and watches it (flow-liveness.ts): CRLFCRLF
+ * keep-alive after the ms-keep-alive idle time, and a probe after 25 s of silence from the
+ * server that must be answered within 10 s, else `failed` "flow-dead" (≤ 35 s after the flow
+ * goes dark; bound `livenessTimeoutMs`, default 40 s). Registration-lost signals
+ * (lync-phone-behaviour.md §4.2) end it too: a refresh 200 with register-action "added" or
+ * "fixed" → `failed` "binding-lost"; a NOTIFY registration-notify `deregistered;event=<reason>`
+ * → answered 200 (signed by the core), then `failed` "deregistered" with `reason` and, when
+ * given, `preferredRegistrar`.
  */
 import type { Clock, TimerHandle } from "../../core/clock.ts";
 import { AuthError, type HandsetError, RegistrationError, TransportError } from "../../core/errors.ts";
 import type { Logger } from "../../core/logger.ts";
-import { hexToken, type Random } from "../../core/random.ts";
+import { hex32, hexToken, type Random } from "../../core/random.ts";
 import { type AuthChallenge, findChallenge, formatAuthHeader } from "../grammar/auth-params.ts";
 import { parseNameAddr } from "../grammar/name-addr.ts";
 import { parseUri } from "../grammar/uri.ts";
@@ -20,6 +29,7 @@ import {
   header,
   headerList,
   headers,
+  request,
   type SipRequest,
   type SipResponse,
   setHeader,
@@ -27,8 +37,10 @@ import {
 import type { InnerTls, TlsDskClientEngine, TlsDskClientOptions } from "../tls-dsk/engine.ts";
 import { deriveTlsDskKeys } from "../tls-dsk/prf.ts";
 import { macAlgForCipher, SecurityAssociation } from "../tls-dsk/security-association.ts";
-import type { UserAgentCore } from "../user-agent-core.ts";
-import { buildRegister, type EndpointIdentity, USER_AGENT } from "./register-request.ts";
+import type { NonInviteClientTransaction } from "../transaction/non-invite-client.ts";
+import type { RequestAnswer, UserAgentCore } from "../user-agent-core.ts";
+import { FlowLiveness, livenessTiming } from "./flow-liveness.ts";
+import { buildRegister, domainOf, type EndpointIdentity, USER_AGENT } from "./register-request.ts";
 
 export interface ClientCredentials {
   cert: string;
@@ -45,11 +57,21 @@ export interface RegistrationOptions {
   engineFactory: (o: TlsDskClientOptions) => TlsDskClientEngine;
   endpoint: EndpointIdentity;
   /** Undefined: the store has no usable certificate; the first challenge will say where to get one. */
-  credentials: ClientCredentials | undefined;
+  credentials: ClientCredentials | undefined | (() => ClientCredentials | undefined);
   trustedRoots: string[];
   innerTls: InnerTls;
   requestedExpires?: number;
   userAgent?: string;
+  /**
+   * Upper bound (ms) from the moment the flow goes dark to `failed` "flow-dead"; default
+   * 40 000; 0 disables the probe (keep-alive pings still run). probeIntervalMs (default 25 000)
+   * + probeTimeoutMs (default 10 000) are clamped to fit within it.
+   */
+  livenessTimeoutMs?: number;
+  /** Silence from the server (ms) after which a probe is sent; default 25 000. */
+  probeIntervalMs?: number;
+  /** Time (ms) a probe has to be answered (any input counts); default 10 000. */
+  probeTimeoutMs?: number;
 }
 
 /** The registrar wants a certificate we do not have: sign in at `stsUri` (certificate provisioning). */
@@ -79,7 +101,16 @@ export type RegistrationEvent =
       gruu?: string;
     }
   | { type: "redirected"; targets: RegistrarTarget[] }
-  | { type: "failed"; error: HandsetError; retryAfterS?: number; stsUri?: string }
+  | {
+      type: "failed";
+      error: HandsetError;
+      retryAfterS?: number;
+      stsUri?: string;
+      /** error.code "deregistered": the registration-notify event (unregistered, rejected, …). */
+      reason?: string;
+      /** error.code "deregistered", reason preferred-registrar-change: P-Preferred-Registrar. */
+      preferredRegistrar?: RegistrarTarget;
+    }
   | { type: "unregistered" };
 
 type Phase = "idle" | "challenging" | "handshaking" | "signing" | "registered" | "refreshing" | "done";
@@ -100,6 +131,18 @@ function parseRedirect(response: SipResponse): RegistrarTarget[] {
   return targets.sort((a, b) => b.q - a.q);
 }
 
+/** Reads `<sip:host:port;transport=tls>` or a bare host[:port] as a registrar target. */
+function parseTarget(value: string): RegistrarTarget | undefined {
+  const v = value.trim();
+  try {
+    const uri = /^<|^sips?:/i.test(v) ? parseNameAddr(v).uri : `sip:${v}`;
+    const u = parseUri(uri);
+    return { uri, host: u.host, port: u.port ?? 5061, q: 1 };
+  } catch {
+    return undefined;
+  }
+}
+
 function paramOf(text: string | undefined, name: string): string | undefined {
   if (!text) return undefined;
   const m = new RegExp(`(?:^|[;,\\s])${name}\\s*=\\s*("([^"]*)"|[^;,\\s]+)`, "i").exec(text);
@@ -111,6 +154,7 @@ export class Registration {
   private readonly callId: string;
   private cseq: number;
   private engine: TlsDskClientEngine | undefined;
+  private handshakeCredentials: ClientCredentials | undefined;
   private challenge: AuthChallenge | undefined;
   private opaque: string | undefined;
   private handshakeStartedAt = 0;
@@ -119,10 +163,32 @@ export class Registration {
   private refreshes = 0;
   private listeners: Array<(e: RegistrationEvent) => void> = [];
   private unregisterWaiter: ((ok: boolean) => void) | undefined;
+  /** A 200 has bound us on this registrar: later 200s are refreshes of that binding. */
+  private bound = false;
+  private readonly inFlight = new Set<NonInviteClientTransaction>();
+  private readonly liveness: FlowLiveness;
 
   constructor(private readonly o: RegistrationOptions) {
     this.callId = hexToken(o.random, 16);
     this.cseq = 1 + Math.floor(o.random.unit() * 1000);
+    const timing = livenessTiming(o);
+    this.liveness = new FlowLiveness({
+      ...timing,
+      clock: o.clock,
+      activity: o.core.activity,
+      sendPing: () => o.core.sendPing(),
+      probe: () => this.probe(),
+      onDead: (silentForMs) => {
+        this.fail(
+          new TransportError(
+            "flow-dead",
+            `No answer from ${o.core.flow.remote} to a liveness probe (silent for ${Math.round(silentForMs / 1000)} s)`,
+          ),
+        );
+        o.core.close();
+      },
+    });
+    o.core.addRequestHandler((r) => this.onServerRequest(r));
     o.core.onSecurityFailure = (err) => this.fail(err);
     o.core.onFlowClosed = (reason) => {
       if (this.phase !== "done")
@@ -145,6 +211,10 @@ export class Registration {
 
   start(): void {
     if (this.phase !== "idle") return;
+    // One CRLFCRLF first: a pong before the first answer tells us this server answers pings,
+    // so later liveness probes can be pings instead of OPTIONS.
+    this.o.core.sendPing();
+    this.liveness.start();
     this.sendUnauthenticated();
   }
 
@@ -162,10 +232,13 @@ export class Registration {
     });
   }
 
-  /** Stops timers and the engine; the owner closes the flow. */
+  /** Stops timers, our transactions and the engine; the owner closes the flow. */
   stop(): void {
     this.phase = "done";
     this.clearTimers();
+    this.liveness.stop();
+    for (const tx of this.inFlight) this.o.core.cancel(tx);
+    this.inFlight.clear();
     this.engine?.destroy();
     this.engine = undefined;
   }
@@ -181,7 +254,15 @@ export class Registration {
     this.saTimer = undefined;
   }
 
-  private fail(error: HandsetError, extra: { retryAfterS?: number; stsUri?: string } = {}): void {
+  private fail(
+    error: HandsetError,
+    extra: {
+      retryAfterS?: number;
+      stsUri?: string;
+      reason?: string;
+      preferredRegistrar?: RegistrarTarget;
+    } = {},
+  ): void {
     if (this.phase === "done") return;
     this.stop();
     this.o.logger.warn("registration failed", { code: error.code, message: error.message });
@@ -215,19 +296,86 @@ export class Registration {
       random: this.o.random,
     });
     if (opts.authorization) setHeader(req, "Authorization", opts.authorization);
-    core.sendRequest(
-      req,
-      {
-        onFinal: (r) => this.onResponse(r, expires === 0),
-        onFailure: (why, err) =>
-          this.fail(
-            why === "timeout"
-              ? new RegistrationError("registrar-timeout", `No answer from registrar ${core.flow.remote}`)
-              : (err ?? new TransportError("connection-closed", "connection lost")),
-          ),
-      },
-      { sign: opts.sign ?? core.securityAssociation !== undefined, includeVersion: opts.includeVersion },
+    this.track(
+      core.sendRequest(
+        req,
+        {
+          onFinal: (r) => this.onResponse(r, expires === 0),
+          onFailure: (why, err) =>
+            this.fail(
+              why === "timeout"
+                ? new RegistrationError("registrar-timeout", `No answer from registrar ${core.flow.remote}`)
+                : (err ?? new TransportError("connection-closed", "connection lost")),
+            ),
+        },
+        { sign: opts.sign ?? core.securityAssociation !== undefined, includeVersion: opts.includeVersion },
+      ),
     );
+  }
+
+  /** Keeps a transaction of ours until it ends, so that stop() can cancel it (and its Timer F). */
+  private track(tx: NonInviteClientTransaction): void {
+    for (const t of this.inFlight) if (t.state === "terminated") this.inFlight.delete(t);
+    if (tx.state !== "terminated") this.inFlight.add(tx);
+  }
+
+  /**
+   * One liveness probe. A CRLFCRLF ping when this server has answered a ping with a pong on this
+   * flow and the last input was a SIP message; otherwise an OPTIONS (signed once the SA exists)
+   * with Max-Forwards: 0, so the server at the other end of this flow answers it itself and never
+   * forwards it (RFC 3261 §16.3 item 3 with §11). Any input counts as the answer, even a 401 or
+   * 483, so the outcome is ignored here.
+   *
+   * Why not two pings in a row: the stream framer reads a lone CRLF that follows a lone CRLF
+   * (with nothing in between) as the second half of a split ping, so the second pong is
+   * answered by the flow and never reported as a pong. Alternating keeps every answer visible.
+   */
+  private probe(): void {
+    const core = this.o.core;
+    if (core.activity.pongs > 0 && !core.activity.lastWasPong) {
+      core.sendPing();
+      return;
+    }
+    const branch = core.newBranch();
+    const domain = `sip:${domainOf(this.o.endpoint.aor)}`;
+    const req = request("OPTIONS", domain, [
+      ["Via", ""],
+      ["Max-Forwards", "0"],
+      ["From", `<${this.o.endpoint.aor}>;tag=${hex32(this.o.random)};epid=${this.o.endpoint.epid}`],
+      ["To", `<${domain}>`],
+      ["Call-ID", hexToken(this.o.random, 16)],
+      ["CSeq", "1 OPTIONS"],
+      ["User-Agent", this.o.userAgent ?? USER_AGENT],
+      ["Accept", "application/sdp"],
+    ]);
+    core.via(req, branch);
+    this.track(core.sendRequest(req, { onFinal: () => {}, onFailure: () => {} }));
+  }
+
+  /** Server requests that concern the registration: NOTIFY Event: registration-notify. */
+  private onServerRequest(r: SipRequest): RequestAnswer | undefined {
+    if (!/^(BE)?NOTIFY$/i.test(r.method)) return undefined;
+    const event = (header(r, "Event") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (event !== "registration-notify") return undefined;
+    if (this.phase === "idle" || this.phase === "done") return { status: 481 };
+    const body = r.body.toString("utf8").trim();
+    const m = /^deregistered\s*(?:;\s*event\s*=\s*"?([^";\s]+)"?)?/i.exec(body);
+    if (!m) return { status: 200 }; // another registration-notify state: nothing lost
+    const reason = (m[1] ?? "unknown").toLowerCase();
+    const preferred = header(r, "P-Preferred-Registrar");
+    const target = preferred ? parseTarget(preferred) : undefined;
+    const diag = header(r, "ms-diagnostics-public") ?? header(r, "ms-diagnostics");
+    return {
+      status: 200,
+      after: () =>
+        this.fail(
+          new RegistrationError(
+            "deregistered",
+            `Registrar ended the registration (${reason})${diag ? ` (${diag})` : ""}`,
+          ),
+          { reason, ...(target ? { preferredRegistrar: target } : {}) },
+        ),
+    };
   }
 
   private onResponse(r: SipResponse, deregister: boolean): void {
@@ -317,13 +465,20 @@ export class Registration {
     await this.continueHandshake(ch, gssapi);
   }
 
+  /** Read afresh at every handshake, so a renewed certificate is used at the next re-authentication. */
+  private currentCredentials(): ClientCredentials | undefined {
+    const c = this.o.credentials;
+    return typeof c === "function" ? c() : c;
+  }
+
   private async beginHandshake(ch: AuthChallenge): Promise<void> {
     const realm = ch.params.get("realm") ?? "";
     const targetname = ch.params.get("targetname") ?? "";
     const version = Number.parseInt(ch.params.get("version") ?? "4", 10);
     const stsUri = ch.params.get("sts-uri");
     this.emit({ type: "challenged", realm, targetname, version, ...(stsUri ? { stsUri } : {}) });
-    const creds = this.o.credentials;
+    const creds = this.currentCredentials();
+    this.handshakeCredentials = creds;
     if (!creds || creds.notAfter - this.o.clock.now() < 3600_000) {
       // sipe treats a certificate within an hour of expiry as unusable; so do we.
       const error = new CertificateRequiredError(
@@ -403,7 +558,8 @@ export class Registration {
     this.engine?.destroy();
     this.engine = undefined;
     const { clientKey, serverKey } = deriveTlsDskKeys(done.keyMaterial);
-    const creds = this.o.credentials!;
+    // The certificate this handshake used bounds the SA, even if a renewal landed meanwhile.
+    const creds = this.handshakeCredentials!;
     const now = this.o.clock.now();
     // [MS-SIPAE] §3.2.2: SA lifetime = min(certificate validity, 8 h), less at least 5 minutes.
     const lifetime = Math.min(creds.notAfter - now, 8 * 3600_000) - 5 * 60_000;
@@ -446,7 +602,20 @@ export class Registration {
     const keepAlive = Number.parseInt(paramOf(header(r, "ms-keep-alive"), "timeout") ?? "", 10);
     const registerAction = paramOf(presence, "register-action");
     const wasRefresh = this.phase === "refreshing";
+    if (this.bound && (registerAction === "added" || registerAction === "fixed")) {
+      // [MS-SIPREGE] §3.1.1.5.1: on a refresh, "added"/"fixed" means the binding had been lost;
+      // a registration failure (dialogs are gone): the owner registers again.
+      this.fail(
+        new RegistrationError(
+          "binding-lost",
+          `Registrar answered a refresh with register-action="${registerAction}": the binding had been lost`,
+        ),
+      );
+      return;
+    }
+    this.bound = true;
     this.phase = "registered";
+    if (Number.isFinite(keepAlive)) this.liveness.setKeepAlive(keepAlive);
     this.emit({
       type: "registered",
       expires,

@@ -69,6 +69,11 @@ export class NonInviteClientTransaction {
     this.user.onFailure("transport", error);
   }
 
+  /** The TU gave up on the request (e.g. its owner stopped): terminate without telling it. */
+  abandon(): void {
+    this.terminate();
+  }
+
   private terminate(): void {
     this._state = "terminated";
     this.timerF?.cancel();
