@@ -31,7 +31,7 @@ export function signInDeps(o: {
 }): SignInDeps {
   return {
     store: o.store,
-    http: createHttpsClient({ ca: o.ca }),
+    http: createHttpsClient({ ca: o.ca, clock: o.clock }),
     random: o.random,
     clock: o.clock,
     logger: o.logger,

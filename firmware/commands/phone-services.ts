@@ -18,6 +18,7 @@ import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
 import { renewCertificate } from "../provisioning/renewal.ts";
 import { signIn } from "../provisioning/resumable-sign-in.ts";
+import type { FlowConnector } from "../sip/flow.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
 import { informOverUdp, sntpOverUdp } from "./discover.ts";
@@ -51,6 +52,8 @@ export function createPhoneServices(o: {
   clock: ClockService;
   random: Random;
   logger: Logger;
+  /** SIP/TLS flows; tlsFlowConnector by default (tests wrap it to watch the wire). */
+  connect?: FlowConnector;
 }): PhoneServices {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
@@ -169,7 +172,7 @@ export function createPhoneServices(o: {
             clock,
             random,
             logger: logger.child("account"),
-            connect: tlsFlowConnector({ ca: o.trustedRoots }),
+            connect: o.connect ?? tlsFlowConnector({ ca: o.trustedRoots }),
             engineFactory: createTlsDskEngine,
             endpoint: { aor: cred?.uri ?? "sip:unknown", epid: rec.epid, instanceId: rec.instanceId },
             credentials: () => {
@@ -192,7 +195,11 @@ export function createPhoneServices(o: {
                 }))
                 .then((r) => {
                   record = r;
-                });
+                })
+                // Flash trouble must not take the phone down: the registration goes on without it.
+                .catch((err: unknown) =>
+                  logger.error("store update failed", { code: (err as HandsetError).code }),
+                );
             },
           },
           [...saved, ...d.registrars.map(address)],
@@ -215,7 +222,10 @@ export function createPhoneServices(o: {
               }))
               .then((r) => {
                 record = r;
-              });
+              })
+              .catch((err: unknown) =>
+                logger.error("store update failed", { code: (err as HandsetError).code }),
+              );
           }
           onStatus(status);
         });

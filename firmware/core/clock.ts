@@ -44,6 +44,13 @@ export class ManualClock implements Clock {
     return { cancel: () => this.timers.delete(id) };
   }
 
+  /** Milliseconds until the earliest waiting timer, or undefined when none waits. */
+  nextTimerIn(): number | undefined {
+    let at: number | undefined;
+    for (const t of this.timers.values()) if (at === undefined || t.at < at) at = t.at;
+    return at === undefined ? undefined : Math.max(0, at - this.mono);
+  }
+
   /** How many timers are waiting; a leak check for soak tests. */
   pendingTimers(): number {
     return this.timers.size;

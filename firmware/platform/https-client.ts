@@ -3,7 +3,9 @@
  * (rejectUnauthorized), one keep-alive agent and one cookie jar per client instance, and
  * transport failures mapped to ProvisioningError codes. Bodies are UTF-8 text (SOAP/WSDL).
  */
+
 import * as https from "node:https";
+import type { Clock } from "../core/clock.ts";
 import { HandsetError } from "../core/errors.ts";
 import { ProvisioningError } from "../provisioning/errors.ts";
 import type { HttpClient, HttpRequest, HttpResponse } from "../provisioning/http.ts";
@@ -14,6 +16,8 @@ export interface HttpsClientOptions {
   /** Whole-exchange timeout in ms (default 30 s). */
   timeoutMs?: number;
   userAgent?: string;
+  /** Runs the timeout on this clock (a fake one in tests) instead of the event loop's timers. */
+  clock?: Clock;
 }
 
 const TRUST_CODES = new Set([
@@ -113,6 +117,7 @@ export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        handle?.cancel();
         reject(classify(err, url));
       };
       const req = https.request(url, { method: r.method, agent, headers }, (res) => {
@@ -123,6 +128,7 @@ export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
+          handle?.cancel();
           jar.store(url.host, res.headers["set-cookie"]);
           const out: Record<string, string | string[]> = {};
           for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out[k] = v;
@@ -133,11 +139,14 @@ export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
           });
         });
       });
-      const timer = setTimeout(() => {
+      const onTimeout = () => {
         const err = new ProvisioningError("timeout", `No answer from ${url.host} within ${timeoutMs} ms`);
         fail(err);
         req.destroy(err);
-      }, timeoutMs);
+      };
+      // On the injected clock when one is given, like every other protocol timer.
+      const handle = o.clock ? o.clock.setTimer(timeoutMs, onTimeout) : undefined;
+      const timer = handle ? undefined : setTimeout(onTimeout, timeoutMs);
       req.on("error", fail);
       req.end(body);
     });

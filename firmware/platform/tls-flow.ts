@@ -96,6 +96,9 @@ export function tlsFlowConnector(options: TlsFlowOptions): FlowConnector {
       });
       socket.once("secureConnect", () => {
         clearTimeout(timer);
+        // Signalling is small writes: without this, a REGISTER written right after a keep-alive
+        // ping waits for the peer's delayed ACK (Nagle), up to 40 ms on Linux.
+        socket.setNoDelay(true);
         socket.removeAllListeners("error");
         resolve(new TlsFlow(socket, target));
       });

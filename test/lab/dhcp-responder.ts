@@ -15,7 +15,8 @@ export interface DhcpResponderOptions {
   host?: string;
   /** e.g. https://pool.lab.test:443/CertProv/CertProvisioningService.svc */
   certProvUrl: string;
-  registrarFqdn: string;
+  /** Option 120 names, in order of preference (RFC 3361 allows a list: home first, then backup). */
+  registrarFqdn: string | string[];
   /** IPv4 addresses for option 42 ("host:port" accepted; the port cannot be carried and is dropped). */
   ntp: string[];
   timeOffsetS?: number;
@@ -99,7 +100,8 @@ export async function startDhcpResponder(o: DhcpResponderOptions): Promise<DhcpR
     if (vendor.includes("MS-UC-Client")) {
       options.push(...tlv(43, option43(o.certProvUrl)));
       options.push(...tlv(60, ascii("MS-UC-Client")));
-      options.push(...tlv(120, Uint8Array.from([0, ...dnsName(o.registrarFqdn)])));
+      const names = Array.isArray(o.registrarFqdn) ? o.registrarFqdn : [o.registrarFqdn];
+      options.push(...tlv(120, Uint8Array.from([0, ...names.flatMap(dnsName)])));
     }
     if (o.ntp.length > 0) {
       const addrs = o.ntp.flatMap((n) => n.replace(/:\d+$/, "").split(".").map(Number));

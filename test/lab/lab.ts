@@ -149,7 +149,8 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const ntp = await startNtpResponder({ offsetMs: opts.ntpOffsetMs ?? 0 });
   const dhcp = await startDhcpResponder({
     certProvUrl: phoneCertProv,
-    registrarFqdn: home,
+    // A branch's DHCP names the SBA first and the central pool as its backup (RFC 3361 list order).
+    registrarFqdn: site === "branch" ? [names.sba, names.pool] : [home],
     ntp: ["127.0.0.1"],
   });
   const control = await startControl({ pool, sba, directory, wan });

@@ -278,6 +278,7 @@ export class LabRegistrar {
   private onConnection(socket: tls.TLSSocket): void {
     this.stats.connections++;
     this.sockets.add(socket);
+    socket.setNoDelay(true);
     const framer = new StreamFramer();
     const conn: ConnState = { socket, pending: new Map(), sas: new Map(), answers: new Map() };
     this.conns.add(conn);
