@@ -1,14 +1,3 @@
-/**
- * Issue 6 figures for `npm run bench`, measured on the wall clock with default settings:
- * - blackholed home registrar → registered on the backup (ms): the phone homed across the WAN
- *   on the pool, the SBA as its backup; the WAN is cut and nothing tells the phone;
- * - start with the WAN cut → registered on the SBA (ms): a signed-in phone boots at a branch
- *   whose WAN is down;
- * - storm: 1 000 phone cores losing their registrar at once, arrivals per second.
- */
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createSimBoard } from "../board/sim/index.ts";
 import { hostPort } from "../firmware/commands/args.ts";
 import { openStore } from "../firmware/commands/identity.ts";

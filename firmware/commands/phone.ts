@@ -12,6 +12,7 @@ import { HandsetError } from "../core/errors.ts";
 import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
 import type { Board } from "../hal/board.ts";
 import { type PhoneConfig, startPhone } from "../main.ts";
+import { PHONE_STATES } from "../phone/lifecycle.ts";
 import type { PhoneEvent } from "../phone/phone.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
@@ -20,18 +21,7 @@ import { loadLab } from "./lab.ts";
 import type { Output } from "./output.ts";
 import type { PhoneNetworkConfig } from "./phone-services.ts";
 
-const STATES = new Set([
-  "booting",
-  "discovering",
-  "clock-set",
-  "sign-in-required",
-  "signing-in",
-  "provisioned",
-  "registering",
-  "registered",
-  "limited",
-  "failed",
-]);
+const STATES = new Set<string>(PHONE_STATES);
 
 interface RunFlags {
   keys?: string;

@@ -12,27 +12,17 @@
  * the new certificate but before the write loses only that certificate; the old one is still
  * published and the next attempt starts over.
  */
-import type { Clock } from "../core/clock.ts";
+
 import { HandsetError } from "../core/errors.ts";
-import type { Logger } from "../core/logger.ts";
-import type { Random } from "../core/random.ts";
-import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
+import type { IdentityRecord } from "../store/identity-store.ts";
 import { discoverCertEndpoint, requestWebTicketWithCertificate } from "./cert-auth-ticket.ts";
 import { assertCertMatchesKey, getAndPublishCert } from "./cert-provisioning.ts";
 import { createCsr } from "./csr.ts";
 import { ProvisioningError } from "./errors.ts";
-import type { HttpClient } from "./http.ts";
+import type { SignInDeps } from "./resumable-sign-in.ts";
 
-export interface RenewalDeps {
-  http: HttpClient;
-  random: Random;
-  clock: Clock;
-  logger: Logger;
-  generateKeyPair: () => Promise<{ publicKeyPem: string; privateKeyPem: string }>;
-  /** Reads a certificate's validity; injected so provisioning stays free of I/O-layer imports. */
-  certValidity: (certPem: string) => { notBefore: number; notAfter: number; serial?: string };
-  store: IdentityStore;
-}
+/** Renewal needs exactly what sign-in needs (the store, HTTPS, keys, time). */
+export type RenewalDeps = SignInDeps;
 
 export interface RenewalRequest {
   certProvUrl: string;
