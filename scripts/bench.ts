@@ -23,6 +23,7 @@ import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchOutage } from "./bench-outage.ts";
+import { benchStorm } from "./bench-storm.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 
@@ -190,6 +191,7 @@ async function main(): Promise<void> {
     results["discovery"] = await benchDiscovery();
     results["lcd_serial_bytes"] = lcdBytesPerUpdate();
     results["outage"] = await benchOutage();
+    results["storm_full_stack"] = await benchStorm();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);
