@@ -26,7 +26,7 @@ import { createHash, createPrivateKey, type KeyObject, sign, X509Certificate } f
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
-import { describeFailure, type FailureReport, readFailure } from "./diagnostics.ts";
+import { describeFailure, type FailureReport } from "./diagnostics.ts";
 import { ProvisioningError, type ProvisioningErrorDetails } from "./errors.ts";
 import type { HttpClient } from "./http.ts";
 import {
@@ -36,7 +36,7 @@ import {
   parseCertProvMetadata,
   parseWebTicketMetadata,
 } from "./metadata.ts";
-import { buildPinRst, parseRstr, RST_ISSUE_ACTION, type WebTicket } from "./web-ticket.ts";
+import { buildPinRst, issueToken, type WebTicket } from "./web-ticket.ts";
 import { buildTimestamp } from "./wsse.ts";
 import { excC14n, NS, parseXml } from "./xml.ts";
 
@@ -198,24 +198,13 @@ export async function requestWebTicketWithCertificate(
     expires: created + CERT_TIMESTAMP_TTL_MS,
   });
   o.logger?.info("requesting web ticket with certificate", { url: o.portUrl });
-  const res = await http.request({
-    method: "POST",
+  return issueToken(http, {
     url: o.portUrl,
-    headers: { "Content-Type": "text/xml; charset=utf-8", SOAPAction: `"${RST_ISSUE_ACTION}"` },
     body: buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy, header }),
+    clientEntropy,
+    failure: certFailure,
+    ...(o.logger ? { logger: o.logger } : {}),
   });
-  if (res.status !== 200) {
-    const err = certFailure(readFailure(res));
-    o.logger?.warn("web ticket refused", {
-      status: res.status,
-      code: err.code,
-      diagnosticId: err.diagnosticId,
-    });
-    throw err;
-  }
-  const ticket = parseRstr(res.body, clientEntropy);
-  o.logger?.info("web ticket issued", { user: ticket.nameIdentifier, expires: ticket.expires });
-  return ticket;
 }
 
 /** Cert Prov metadata → Web Ticket metadata → the certificate port (digest §2). */

@@ -212,18 +212,39 @@ export async function requestWebTicketWithPin(http: HttpClient, o: PinTicketOpti
   const clientEntropy = Buffer.from(o.random.bytes(ENTROPY_BYTES));
   const credentials = Buffer.from(`${o.username}:${o.pin}`, "utf8").toString("base64");
   o.logger?.info("requesting web ticket", { url: o.portUrl, user: o.username });
+  return issueToken(http, {
+    url: o.portUrl,
+    headers: { Authorization: `Basic ${credentials}` },
+    body: buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy }),
+    clientEntropy,
+    failure: pinFailure,
+    ...(o.logger ? { logger: o.logger } : {}),
+  });
+}
+
+/**
+ * POSTs an RST (IssueToken) to a web ticket port and parses the RSTR; any other answer is mapped
+ * to a typed error by `failure` (the PIN and certificate ports read refusals differently).
+ */
+export async function issueToken(
+  http: HttpClient,
+  o: {
+    url: string;
+    headers?: Record<string, string>;
+    body: string;
+    clientEntropy: Buffer;
+    failure: (report: FailureReport) => ProvisioningError;
+    logger?: Logger;
+  },
+): Promise<WebTicket> {
   const res = await http.request({
     method: "POST",
-    url: o.portUrl,
-    headers: {
-      "Content-Type": "text/xml; charset=utf-8",
-      SOAPAction: `"${RST_ISSUE_ACTION}"`,
-      Authorization: `Basic ${credentials}`,
-    },
-    body: buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy }),
+    url: o.url,
+    headers: { "Content-Type": "text/xml; charset=utf-8", SOAPAction: `"${RST_ISSUE_ACTION}"`, ...o.headers },
+    body: o.body,
   });
   if (res.status !== 200) {
-    const err = pinFailure(readFailure(res));
+    const err = o.failure(readFailure(res));
     o.logger?.warn("web ticket refused", {
       status: res.status,
       code: err.code,
@@ -231,7 +252,7 @@ export async function requestWebTicketWithPin(http: HttpClient, o: PinTicketOpti
     });
     throw err;
   }
-  const ticket = parseRstr(res.body, clientEntropy);
+  const ticket = parseRstr(res.body, o.clientEntropy);
   o.logger?.info("web ticket issued", { user: ticket.nameIdentifier, expires: ticket.expires });
   return ticket;
 }
