@@ -1,5 +1,4 @@
 import { createSimBoard } from "../board/sim/index.ts";
-import { hostPort } from "../firmware/commands/args.ts";
 import { openStore } from "../firmware/commands/identity.ts";
 import { createPhoneServices } from "../firmware/commands/phone-services.ts";
 import { silentLogger } from "../firmware/core/logger.ts";
@@ -8,7 +7,7 @@ import { startPhone } from "../firmware/main.ts";
 import type { RegistrationStatus } from "../firmware/phone/services.ts";
 import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
-import { startLab } from "../test/lab/lab.ts";
+import { phoneNetwork, startLab } from "../test/lab/lab.ts";
 import { signedInStore } from "../test/scenarios/harness.ts";
 import { histogram, stormArrivals } from "../test/scenarios/storm-sim.ts";
 
@@ -39,11 +38,7 @@ export async function benchOutage(): Promise<Record<string, unknown>> {
         config: {
           storeDir,
           trustedRoots: [lab.ca.cert],
-          network: {
-            dhcp: { server: hostPort(lab.ready.dhcp, "dhcp") },
-            ntp: hostPort(lab.ready.ntp, "ntp"),
-            hosts: lab.ready.hosts,
-          },
+          network: phoneNetwork(lab.ready),
         },
         board: createSimBoard({ clock: new SystemClock() }),
         logger: silentLogger,

@@ -130,16 +130,14 @@ export async function demoCommand(argv: string[], out: Output): Promise<number> 
   });
   const flags = phoneFlags(f);
   const site = f["site"] === "hq" ? "hq" : "branch";
-  const { startLab } = await loadLab();
+  const { startLab, phoneNetwork } = await loadLab();
   const lab = await startLab({ site });
   out.event({ ...lab.ready });
   try {
     const clock = new SystemClock();
     const sim = createSimBoard({ clock });
     const network: PhoneNetworkConfig = {
-      dhcp: { server: hostPort(lab.ready.dhcp, "dhcp") },
-      ntp: hostPort(lab.ready.ntp, "ntp"),
-      hosts: lab.ready.hosts,
+      ...phoneNetwork(lab.ready),
       innerTls: ((f["inner-tls"] as string) ?? "auto") as InnerTls,
       failbackProbeMs: 10_000,
     };

@@ -6,22 +6,13 @@
  */
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimBoard, type SimBoard, startWebView, type WebView } from "../../board/sim/index.ts";
 import { ManualClock } from "../../firmware/core/clock.ts";
+import { hasChromium, launchChromium, needChromium } from "../support/chromium.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const MISSING = "chromium not installed (apt-get install chromium)";
-const hasChromium = existsSync(CHROMIUM);
 const OUT_DIR = resolve(import.meta.dirname, "../../test-output/board-sim");
-
-/** Skips without chromium, but fails under CI=true, where the machine is supposed to have it. */
-function needChromium(ctx: { skip: (note?: string) => never }): void {
-  if (hasChromium) return;
-  if (process.env.CI === "true") throw new Error(MISSING);
-  ctx.skip(MISSING);
-}
 
 /** Stand-in for firmware/phone: just enough screen logic to see keys go round trip. */
 function wireFakePhone(board: SimBoard): void {
@@ -58,19 +49,7 @@ describe("web view in headless chromium", () => {
     wireFakePhone(board);
     view = await startWebView(board, { port: 0 });
     if (!hasChromium) return;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 900, height: 720 } });
   });
 

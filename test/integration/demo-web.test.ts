@@ -4,22 +4,20 @@
  * Click 4711#1234# on the page's keypad; "Registered" appears on the page's display.
  * Screenshot: test-output/demo/phone-registered.png.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimBoard, type SimBoard, startWebView, type WebView } from "../../board/sim/index.ts";
-import { hostPort } from "../../firmware/commands/args.ts";
 import { silentLogger } from "../../firmware/core/logger.ts";
 import { type RunningPhone, startPhone } from "../../firmware/main.ts";
 import type { PhoneEvent } from "../../firmware/phone/phone.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
-import { type Lab, startLab } from "../lab/lab.ts";
+import { type Lab, phoneNetwork, startLab } from "../lab/lab.ts";
+import { launchChromium, needChromium } from "../support/chromium.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const MISSING = "chromium not installed (apt-get install chromium)";
 const OUT_DIR = resolve(import.meta.dirname, "../../test-output/demo");
 
 let lab: Lab;
@@ -37,11 +35,7 @@ beforeAll(async () => {
     config: {
       storeDir: await mkdtemp(join(tmpdir(), "handset-demo-web-")),
       trustedRoots: [lab.ca.cert],
-      network: {
-        dhcp: { server: hostPort(lab.ready.dhcp, "dhcp") },
-        ntp: hostPort(lab.ready.ntp, "ntp"),
-        hosts: lab.ready.hosts,
-      },
+      network: phoneNetwork(lab.ready),
     },
     board,
     logger: silentLogger,
@@ -58,23 +52,8 @@ afterAll(async () => {
 
 describe("the demo's web page drives the real phone", () => {
   it("click 4711#1234# → Registered on the page's display", async (ctx) => {
-    if (!existsSync(CHROMIUM)) {
-      if (process.env.CI === "true") throw new Error(MISSING);
-      ctx.skip(MISSING);
-    }
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    needChromium(ctx);
+    browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 900, height: 720 } });
     await page.goto(view.url);
     await expect

@@ -12,9 +12,11 @@
  * those all name the direct addresses, the link still exists (ready.wan names its side) but
  * nothing the phone is told goes through it. (An hq phone's path to the SBA is not modelled.)
  */
+
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { PhoneNetworkConfig } from "../../firmware/commands/phone-services.ts";
 import { LabCa } from "./ca.ts";
 import { type LabControl, startControl } from "./control.ts";
 import { type DhcpResponder, startDhcpResponder } from "./dhcp-responder.ts";
@@ -232,4 +234,16 @@ async function startCentralWeb(
   const port = Number(new URL(web.baseUrl).port);
   const wanAddress = await wan.add({ name: "web", target: { host: o.host ?? "127.0.0.1", port } });
   return { web, wanAddress, directAddress };
+}
+
+/**
+ * How a phone finds this lab: DHCPINFORM to the lab's responder, SNTP from its NTP server, and the
+ * lab's names resolved through a static host table (they listen on loopback ports, not in DNS).
+ */
+export function phoneNetwork(ready: LabReady): PhoneNetworkConfig {
+  const split = (a: string) => ({
+    host: a.slice(0, a.lastIndexOf(":")),
+    port: Number(a.slice(a.lastIndexOf(":") + 1)),
+  });
+  return { dhcp: { server: split(ready.dhcp) }, ntp: split(ready.ntp), hosts: ready.hosts };
 }

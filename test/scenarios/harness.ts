@@ -6,7 +6,6 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hostPort } from "../../firmware/commands/args.ts";
 import { openStore } from "../../firmware/commands/identity.ts";
 import { createPhoneServices } from "../../firmware/commands/phone-services.ts";
 import { ManualClock } from "../../firmware/core/clock.ts";
@@ -17,7 +16,7 @@ import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { tlsFlowConnector } from "../../firmware/platform/tls-flow.ts";
 import type { FlowConnector } from "../../firmware/sip/flow.ts";
 import { header, type SipMessage } from "../../firmware/sip/message/message.ts";
-import type { Lab } from "../lab/lab.ts";
+import { type Lab, phoneNetwork } from "../lab/lab.ts";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -97,9 +96,7 @@ export async function makeRig(
   const services = createPhoneServices({
     connect: watch.connect,
     config: {
-      dhcp: { server: hostPort(lab.ready.dhcp, "dhcp") },
-      ntp: hostPort(lab.ready.ntp, "ntp"),
-      hosts: lab.ready.hosts,
+      ...phoneNetwork(lab.ready),
       failbackProbeMs: over.failbackProbeMs ?? 60_000,
       dhcpTimeoutMs: 4_000,
     },

@@ -7,14 +7,13 @@
 import { X509Certificate } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimBoard } from "../../board/sim/index.ts";
-import { hostPort } from "../../firmware/commands/args.ts";
 import { openStore } from "../../firmware/commands/identity.ts";
 import { silentLogger } from "../../firmware/core/logger.ts";
 import { startPhone } from "../../firmware/main.ts";
 import type { PhoneEvent } from "../../firmware/phone/phone.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
-import { type Lab, startLab } from "../lab/lab.ts";
+import { type Lab, phoneNetwork, startLab } from "../lab/lab.ts";
 import { isUp, makeRig, pass, register, settle, signedInStore, sleep, waitStatus } from "./harness.ts";
 
 describe("scenario 2: reboot with the WAN cut", () => {
@@ -35,11 +34,7 @@ describe("scenario 2: reboot with the WAN cut", () => {
       config: {
         storeDir,
         trustedRoots: [lab.ca.cert],
-        network: {
-          dhcp: { server: hostPort(lab.ready.dhcp, "dhcp") },
-          ntp: hostPort(lab.ready.ntp, "ntp"),
-          hosts: lab.ready.hosts,
-        },
+        network: phoneNetwork(lab.ready),
       },
       board,
       logger: silentLogger,
