@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The `handset` bin. Node 20 cannot run TypeScript by itself, so register tsx's loader and
-// hand over to the real entry point (firmware/cli.ts).
+// hand over to the real entry point (firmware/cli.ts), which installs the crash handlers.
 import { register } from "tsx/esm/api";
 
 register();
-const { main } = await import("./cli.ts");
-process.exitCode = await main(process.argv.slice(2));
+const { runEntry } = await import("./cli.ts");
+process.exitCode = await runEntry(process.argv.slice(2));

@@ -5,6 +5,7 @@
 
 import { openStore } from "./commands/identity.ts";
 import { createPhoneServices, type PhoneNetworkConfig } from "./commands/phone-services.ts";
+import type { HandsetConfig } from "./config/options.ts";
 import type { Logger } from "./core/logger.ts";
 import { ClockService } from "./discovery/clock-service.ts";
 import type { Board } from "./hal/board.ts";
@@ -74,4 +75,33 @@ export async function startPhone(o: {
       await o.board.stop();
     },
   };
+}
+
+/**
+ * The phone's configuration from a validated `handset run` file: typed values only, nothing
+ * cast. `trustedRoots` are the PEM texts of the files the configuration names.
+ */
+export function phoneConfigFrom(c: HandsetConfig, trustedRoots: string[]): PhoneConfig {
+  const dhcpInterface = c["network.dhcp.interface"];
+  const dhcpServer = c["network.dhcp.server"];
+  const network: PhoneNetworkConfig = {
+    ...(dhcpInterface || dhcpServer
+      ? {
+          dhcp: {
+            ...(dhcpInterface ? { interface: dhcpInterface } : {}),
+            ...(dhcpServer ? { server: dhcpServer } : {}),
+          },
+        }
+      : {}),
+    dhcpTimeoutMs: c["network.dhcpTimeoutMs"],
+    innerTls: c["network.innerTls"],
+    ...(c["network.ntp"] ? { ntp: c["network.ntp"] } : {}),
+    ...(c["network.dnsServer"] ? { dnsServer: c["network.dnsServer"] } : {}),
+    ...(c["network.domain"] ? { domain: c["network.domain"] } : {}),
+    ...(c["network.staticRegistrars"] ? { staticRegistrars: c["network.staticRegistrars"] } : {}),
+    ...(c["network.staticCertProvUrl"] ? { staticCertProvUrl: c["network.staticCertProvUrl"] } : {}),
+    ...(c["network.hosts"] ? { hosts: c["network.hosts"] } : {}),
+    ...(c["network.failbackProbeMs"] !== undefined ? { failbackProbeMs: c["network.failbackProbeMs"] } : {}),
+  };
+  return { storeDir: c.storeDir, trustedRoots, network, utcOffsetMinutes: c.utcOffsetMinutes };
 }

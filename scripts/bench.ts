@@ -6,7 +6,9 @@
  *   so that this process's CPU is the phone's alone;
  * - openssl: the same machine's `openssl s_time -new` full-handshake time against the same
  *   registrar port, for comparison (target: registration ≤ 3× this);
- * - refresh CPU: process CPU time per signed refresh with its verified 200 (target ≤ 5 ms).
+ * - refresh CPU: process CPU time per signed refresh with its verified 200 (target ≤ 5 ms);
+ * - failover storm (bench-failover.ts): 1 000 phones, primary and backup, the primary dies,
+ *   refuses REGISTER, returns: worst second at the backup, flaps, failback spread.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -22,6 +24,7 @@ import { SystemClock } from "../firmware/platform/system-clock.ts";
 import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
+import { benchFailover } from "./bench-failover.ts";
 import { benchOutage } from "./bench-outage.ts";
 import { benchStorm } from "./bench-storm.ts";
 
@@ -47,7 +50,7 @@ function stats(values: number[]) {
 async function startLabProcess(): Promise<{ ready: LabReady; stop: () => void }> {
   const child = spawn(
     process.execPath,
-    [join(ROOT, "firmware/handset.mjs"), "lab", "--site", "hq", "--json"],
+    [join(ROOT, "test/dev/handset-dev.mjs"), "lab", "--site", "hq", "--json"],
     {
       stdio: ["ignore", "pipe", "inherit"],
     },
@@ -192,6 +195,7 @@ async function main(): Promise<void> {
     results["lcd_serial_bytes"] = lcdBytesPerUpdate();
     results["outage"] = await benchOutage();
     results["storm_full_stack"] = await benchStorm();
+    results["failover_storm"] = await benchFailover();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -18,6 +18,7 @@ import {
   parseRecords,
   serverRandomFromFlight,
 } from "../firmware/sip/tls-dsk/records.ts";
+import { serverNeedsTls10 } from "../firmware/sip/tls-dsk/version-fallback.ts";
 import { type IssuedCert, LabCa } from "./lab/ca.ts";
 import { LabTlsDskServer, type TlsDskServerOptions } from "./lab/tls-dsk-server-engine.ts";
 
@@ -149,10 +150,19 @@ describe("TLS-DSK client engines against the lab server engine", () => {
     expect(body.length).toBe(37 + suitesLen + 1 + compLen); // nothing after compression methods
   });
 
-  it("auto against a server limited to TLS 1.0 negotiates TLS 1.0", async () => {
-    const t = await handshake(client("auto"), server({ minVersion: "TLSv1", maxVersion: "TLSv1" }));
+  it("auto against a server limited to TLS 1.0: server flight 1 calls for the 1.0 profile, which negotiates TLS 1.0", async () => {
+    // "auto" never offers TLS 1.0 with @SECLEVEL=0 in a 1.2-capable hello: the registration sees
+    // the server's version in flight 1 and starts a fresh handshake with the 1.0 profile.
+    const f1 = await server({ minVersion: "TLSv1", maxVersion: "TLSv1" }).step(await client("auto").start());
+    expect(serverNeedsTls10(f1.token)).toBe(true);
+    const t = await handshake(client("1.0"), server({ minVersion: "TLSv1", maxVersion: "TLSv1" }));
     expect(t.client.version).toBe("TLSv1");
     expect(t.client.keyMaterial.equals(t.server.keyMaterial)).toBe(true);
+  });
+
+  it("auto against a TLS 1.2 server: no fall-back is called for", async () => {
+    const f1 = await server().step(await client("auto").start());
+    expect(serverNeedsTls10(f1.token)).toBe(false);
   });
 
   it("1.2 against a server limited to TLS 1.0 fails with tls-handshake-failed", async () => {

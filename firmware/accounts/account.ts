@@ -5,11 +5,22 @@
  * decides what happens next and never gives up:
  *
  * - registrars are tried in order (home first: the 301's primary, DHCP, SRV priority, cached);
- *   a registrar that fails or dies hands over AT ONCE to the next one;
+ *   a registrar that fails hands over to the next one after a wait drawn from the injected Random
+ *   (RFC 5626 §4.5 in spirit): U(0, `handoverJitterMs`, default 5 s) when the attempt failed, and
+ *   U(0, `lostRegistrationSpreadMs`, default 40 s) when a WORKING registration was lost (flow
+ *   closed, reset or dead, binding lost, deregistered). A registrar that dies takes every phone's
+ *   registration in the same instant; 1 000 phones spread over 5 s are still 20 % of them in one
+ *   second at the backup, spread over 40 s about 2.5 % on average (≤ 5 % in the storm test);
  * - after a whole round fails, wait min(cap, base·2ⁿ) × U(0.5, 1), or Retry-After when given;
  * - a 301 replaces the list with its primary (q 0.7) and backup (q 0.3), which the owner keeps;
- * - while registered to a non-home registrar, probe the home one every `failbackProbeMs` and
- *   move back when it answers;
+ * - a registration-notify `deregistered` naming a P-Preferred-Registrar (the mechanism's `failed`
+ *   "deregistered" with `preferredRegistrar`) makes that registrar the home one and goes there;
+ * - while registered to a non-home registrar, every `failbackProbeMs` × U(0.5, 1) the phone
+ *   registers with the home one on a SIDE flow, staying registered where it is. Only a signed 2xx
+ *   whose rspauth verified (the mechanism's `registered`) counts: a TLS connect, a 503, an
+ *   unsigned or badly signed answer do not. Then the side registration BECOMES the registration
+ *   (no second REGISTER, no dangling binding) and the one on the backup is unregistered (signed
+ *   Expires: 0) and closed;
  * - `limited` when registered away from home or when presence-state says the user services or
  *   the primary are unavailable;
  * - a registrar asking for a certificate we do not have ends in `sign-in-required`: the one
@@ -26,6 +37,7 @@ import type { EndpointIdentity } from "../sip/registration/register-request.ts";
 import {
   CertificateRequiredError,
   type ClientCredentials,
+  isCertificateRefusal,
   type RegistrarTarget,
   Registration,
   type RegistrationEvent,
@@ -72,11 +84,45 @@ export interface AccountOptions {
   trustedRoots: string[];
   innerTls: InnerTls;
   backoff?: { baseMs: number; capMs: number };
+  /** Hand-over wait to the next registrar after a failed attempt: U(0, this) ms; default 5 000. */
+  handoverJitterMs?: number;
+  /** Hand-over wait after a working registration was lost (a storm if the registrar died): U(0, this) ms; default 40 000. */
+  lostRegistrationSpreadMs?: number;
+  /** Failback probe period while away from home, jittered × U(0.5, 1); default 60 000. */
   failbackProbeMs?: number;
+  /** A side registration that has neither succeeded nor failed after this long is abandoned; default 60 000. */
+  failbackProbeTimeoutMs?: number;
+  /**
+   * The mechanism on a fresh flow; by default a UserAgentCore and a TLS-DSK Registration
+   * (sip/registration). Policy simulations (the storm) pass a stand-in.
+   */
+  mechanism?: (flow: Flow) => RegistrationOnFlow;
   /** A 301 named the home registrars: the owner keeps them (in flash, unlike the desktop client). */
   onRedirect?: (primary: RegistrarAddress, backup: RegistrarAddress | undefined) => void;
   /** Mechanism events, for logs and telemetry. */
   onRegistrationEvent?: (e: RegistrationEvent, registrar: string) => void;
+}
+
+/** The mechanism as the policy drives it: sip/registration's Registration keeps this shape. */
+export interface RegistrationPort {
+  on(listener: (e: RegistrationEvent) => void): () => void;
+  start(): void;
+  stop(): void;
+  unregister(): Promise<boolean>;
+}
+
+/** One registration on one flow, and how to close what carries it. */
+export interface RegistrationOnFlow {
+  reg: RegistrationPort;
+  close(): void;
+}
+
+interface Live {
+  reg: RegistrationPort;
+  close(): void;
+  target: RegistrarAddress;
+  /** A 2xx has bound us here: losing this flow loses a working registration. */
+  up?: boolean;
 }
 
 export class Account {
@@ -84,10 +130,12 @@ export class Account {
   private list: RegistrarAddress[];
   private index = 0;
   private rounds = 0;
+  /** An unsigned refusal after the SA was already answered by one fresh authentication. */
+  private unsignedRetried = false;
   private stopped = true;
-  private current:
-    | { flow: Flow; core: UserAgentCore; reg: Registration; target: RegistrarAddress }
-    | undefined;
+  private current: Live | undefined;
+  /** The failback probe: a registration with the home registrar on a side flow. */
+  private side: (Live & { deadline: TimerHandle | undefined }) | undefined;
   private retryTimer: TimerHandle | undefined;
   private probeTimer: TimerHandle | undefined;
   private generation = 0;
@@ -125,19 +173,21 @@ export class Account {
     this.generation++;
     this.retryTimer?.cancel();
     this.probeTimer?.cancel();
+    this.probeTimer = undefined;
+    this.abortSide();
     const cur = this.current;
     this.current = undefined;
     if (cur) {
       if (opts.unregister) await cur.reg.unregister().catch(() => false);
       cur.reg.stop();
-      cur.core.close();
+      cur.close();
     }
     this.report({ state: "stopped" });
   }
 
   /** Pending timers and flows, for leak checks in soak tests. */
   get openFlows(): number {
-    return this.current ? 1 : 0;
+    return (this.current ? 1 : 0) + (this.side ? 1 : 0);
   }
 
   private report(s: AccountStatus): void {
@@ -149,33 +199,23 @@ export class Account {
     return `${t.host}:${t.port}`;
   }
 
-  private async attempt(): Promise<void> {
-    const gen = ++this.generation;
-    const target = this.list[this.index]!;
-    const where = this.key(target);
-    this.report({ state: "registering", registrar: where });
-    let flow: Flow;
-    try {
-      flow = await this.o.connect({
-        host: target.host,
-        port: target.port,
-        ...(target.serverName ? { serverName: target.serverName } : {}),
-      });
-    } catch (err) {
-      if (gen !== this.generation || this.stopped) return;
-      this.onFailure(err as HandsetError, undefined);
-      return;
-    }
-    if (gen !== this.generation || this.stopped) {
-      flow.close();
-      return;
-    }
+  private connectTo(t: RegistrarAddress): Promise<Flow> {
+    return this.o.connect({
+      host: t.host,
+      port: t.port,
+      ...(t.serverName ? { serverName: t.serverName } : {}),
+    });
+  }
+
+  /** The mechanism on `flow`: the injected one, or a UserAgentCore with a TLS-DSK Registration. */
+  private mechanismOn(flow: Flow): RegistrationOnFlow {
+    if (this.o.mechanism) return this.o.mechanism(flow);
     const core = new UserAgentCore(flow, {
       clock: this.o.clock,
       random: this.o.random,
       logger: this.o.logger,
     });
-    const reg = new Registration({
+    const reg: Registration = new Registration({
       clock: this.o.clock,
       random: this.o.random,
       logger: this.o.logger,
@@ -186,7 +226,28 @@ export class Account {
       trustedRoots: this.o.trustedRoots,
       innerTls: this.o.innerTls,
     });
-    this.current = { flow, core, reg, target };
+    return { reg, close: () => core.close() };
+  }
+
+  private async attempt(): Promise<void> {
+    const gen = ++this.generation;
+    const target = this.list[this.index]!;
+    const where = this.key(target);
+    this.report({ state: "registering", registrar: where });
+    let flow: Flow;
+    try {
+      flow = await this.connectTo(target);
+    } catch (err) {
+      if (gen !== this.generation || this.stopped) return;
+      this.onFailure(err as HandsetError, undefined);
+      return;
+    }
+    if (gen !== this.generation || this.stopped) {
+      flow.close();
+      return;
+    }
+    const { reg, close } = this.mechanismOn(flow);
+    this.current = { reg, close, target };
     reg.on((e) => {
       if (gen !== this.generation) return;
       this.o.onRegistrationEvent?.(e, where);
@@ -200,6 +261,8 @@ export class Account {
     switch (e.type) {
       case "registered": {
         this.rounds = 0;
+        this.unsignedRetried = false;
+        if (this.current) this.current.up = true;
         const home = this.index === 0;
         const limited = !home || !e.connectedToPrimary || !e.userServicesAvailable;
         this.report({
@@ -208,14 +271,19 @@ export class Account {
           primary: home && e.connectedToPrimary,
           refresh: e.refresh,
         });
-        if (!home) this.scheduleFailbackProbe();
+        // Armed once per stay away from home (a refresh does not push the probe back).
+        if (!home && !this.probeTimer && !this.side) this.scheduleFailbackProbe();
         break;
       }
       case "redirected":
         this.onRedirect(e.targets);
         break;
       case "failed":
-        this.onFailure(e.error, e.retryAfterS);
+        this.onFailure(
+          e.error,
+          e.retryAfterS,
+          e.error.code === "deregistered" && e.preferredRegistrar ? e.preferredRegistrar : undefined,
+        );
         break;
       default:
         break;
@@ -226,9 +294,11 @@ export class Account {
     const cur = this.current;
     this.current = undefined;
     this.probeTimer?.cancel();
+    this.probeTimer = undefined;
+    this.abortSide();
     if (cur) {
       cur.reg.stop();
-      cur.core.close();
+      cur.close();
     }
   }
 
@@ -245,12 +315,36 @@ export class Account {
     void this.attempt();
   }
 
-  private onFailure(error: HandsetError, retryAfterS: number | undefined): void {
+  /**
+   * Goes to list[index] after U(0, handoverJitterMs), or U(0, lostRegistrationSpreadMs) when a working
+   * registration was lost: every phone of a registrar that dies learns it in the same instant, and
+   * the next registrar should not take them all in that instant too.
+   */
+  private handOver(lostRegistration: boolean): void {
+    const spread = lostRegistration
+      ? (this.o.lostRegistrationSpreadMs ?? 40_000)
+      : (this.o.handoverJitterMs ?? 5_000);
+    const delay = Math.round(this.o.random.unit() * spread);
+    this.report({ state: "registering", registrar: this.key(this.list[this.index]!), retryInMs: delay });
+    this.retryTimer?.cancel();
+    this.retryTimer = this.o.clock.setTimer(delay, () => {
+      if (!this.stopped) void this.attempt();
+    });
+  }
+
+  private onFailure(
+    error: HandsetError,
+    retryAfterS: number | undefined,
+    preferred?: { host: string; port: number },
+  ): void {
+    const lostRegistration = this.current?.up === true;
     this.drop();
     if (this.stopped) return;
     // A registrar refusing our certificate (revoked, or no longer published for the user) will not
     // change its mind on retry: only a new sign-in helps.
-    const refusedCertificate = error.code === "registration-forbidden" && /certificate/i.test(error.message);
+    // Typed: a signed (or pre-SA) refusal whose ms-diagnostics ErrorId means "certificate not
+    // published / revoked" (sip/registration/diagnostics.ts); an unsigned answer never counts.
+    const refusedCertificate = isCertificateRefusal(error);
     if (error instanceof CertificateRequiredError || refusedCertificate) {
       this.stopped = true;
       this.report({
@@ -260,12 +354,32 @@ export class Account {
       });
       return;
     }
+    if (error.code === "unsigned-rejection" && !this.unsignedRetried) {
+      // An unsigned refusal after the SA most likely means the registrar lost our SA (a front end
+      // restarted behind the same address), not that it is gone: authenticate afresh, once, on a new
+      // flow to the same registrar after the hand-over wait. Only a second one in a row counts
+      // against the registrar (and so can move the phone to its backup).
+      this.unsignedRetried = true;
+      this.o.logger.info("unsigned refusal after authentication; re-authenticating on a new flow");
+      this.handOver(false);
+      return;
+    }
     const failedAt = this.key(this.list[this.index]!);
     this.o.logger.warn("registrar failed", { registrar: failedAt, code: error.code });
+    if (preferred) {
+      // The registrar itself named where this user belongs now: that one is home from here on.
+      const at = this.list.findIndex((r) => sameAddress(r, preferred));
+      const home: RegistrarAddress = at >= 0 ? this.list[at]! : { ...preferred, source: "preferred" };
+      this.list = dedupe([home, ...this.list]);
+      this.index = 0;
+      this.o.logger.info("registrar prefers another; moving there", { registrar: this.key(home) });
+      this.handOver(lostRegistration);
+      return;
+    }
     this.index = (this.index + 1) % this.list.length;
     if (this.index !== 0) {
-      // Another registrar is known: hand over at once, the phone has been without service long enough.
-      void this.attempt();
+      // Another registrar is known: hand over soon, the phone has been without service long enough.
+      this.handOver(lostRegistration);
       return;
     }
     const delay =
@@ -285,30 +399,107 @@ export class Account {
     });
   }
 
-  /** While away from home, look at home every so often; go back as soon as it answers. */
+  /**
+   * While away from home, register with home every so often on a side flow, staying registered
+   * where we are. Back home only when that registration succeeded (signed 2xx, rspauth verified).
+   */
   private scheduleFailbackProbe(): void {
     this.probeTimer?.cancel();
-    const home = this.list[0]!;
-    this.probeTimer = this.o.clock.setTimer(this.o.failbackProbeMs ?? 60_000, async () => {
-      if (this.stopped || this.index === 0) return;
-      const gen = this.generation;
-      try {
-        const probe = await this.o.connect({
-          host: home.host,
-          port: home.port,
-          ...(home.serverName ? { serverName: home.serverName } : {}),
-        });
-        probe.close();
-        if (gen !== this.generation || this.stopped) return;
-        this.o.logger.info("home registrar answers again; failing back", { registrar: this.key(home) });
-        this.drop();
-        this.index = 0;
-        void this.attempt();
-      } catch {
-        if (gen === this.generation && !this.stopped) this.scheduleFailbackProbe();
-      }
+    this.probeTimer = undefined;
+    const period = this.o.failbackProbeMs ?? 60_000;
+    const delay = Math.round(period * (0.5 + this.o.random.unit() / 2));
+    this.probeTimer = this.o.clock.setTimer(delay, () => {
+      this.probeTimer = undefined;
+      if (this.stopped || this.index === 0 || !this.current || this.side) return;
+      void this.probeHome();
     });
   }
+
+  private async probeHome(): Promise<void> {
+    const gen = this.generation;
+    const home = this.list[0]!;
+    const where = this.key(home);
+    const stale = () => gen !== this.generation || this.stopped || this.index === 0;
+    let flow: Flow;
+    try {
+      flow = await this.connectTo(home);
+    } catch {
+      if (!stale()) this.scheduleFailbackProbe();
+      return;
+    }
+    if (stale()) {
+      flow.close();
+      return;
+    }
+    const { reg, close } = this.mechanismOn(flow);
+    const side = { reg, close, target: home, deadline: undefined as TimerHandle | undefined };
+    this.side = side;
+    const notBack = (why: string) => {
+      if (this.side !== side) return;
+      this.o.logger.info("home registrar not back yet", { registrar: where, why });
+      this.abortSide();
+      if (!stale()) this.scheduleFailbackProbe();
+    };
+    side.deadline = this.o.clock.setTimer(this.o.failbackProbeTimeoutMs ?? 60_000, () => notBack("timeout"));
+    let adoptedAs: number | undefined;
+    reg.on((e) => {
+      this.o.onRegistrationEvent?.(e, where);
+      if (adoptedAs !== undefined) {
+        if (adoptedAs === this.generation) this.onRegistrationEvent(e, home);
+        return;
+      }
+      if (this.side !== side) return;
+      if (e.type === "registered") {
+        adoptedAs = this.adoptSide(side, e);
+      } else if (e.type === "failed") notBack(e.error.code);
+      else if (e.type === "redirected") notBack("redirected");
+    });
+    reg.start();
+  }
+
+  /** The side registration with home succeeded: it becomes the registration; the backup's ends. */
+  private adoptSide(
+    side: NonNullable<Account["side"]>,
+    e: RegistrationEvent & { type: "registered" },
+  ): number {
+    side.deadline?.cancel();
+    this.side = undefined;
+    this.probeTimer?.cancel();
+    this.probeTimer = undefined;
+    const old = this.current;
+    this.generation++;
+    this.current = { reg: side.reg, close: side.close, target: side.target, up: true };
+    this.index = 0;
+    this.rounds = 0;
+    this.o.logger.info("home registrar accepted a signed REGISTER; failing back", {
+      registrar: this.key(side.target),
+    });
+    this.onRegistrationEvent(e, side.target);
+    if (old) {
+      // No binding left behind on the backup: a signed de-REGISTER, then close.
+      void old.reg
+        .unregister()
+        .catch(() => false)
+        .then(() => {
+          old.reg.stop();
+          old.close();
+        });
+    }
+    return this.generation;
+  }
+
+  private abortSide(): void {
+    const side = this.side;
+    this.side = undefined;
+    if (!side) return;
+    side.deadline?.cancel();
+    side.reg.stop();
+    side.close();
+  }
+}
+
+function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.host.toLowerCase() === b.host.toLowerCase() && a.port === b.port;
 }
 
 function dedupe(list: RegistrarAddress[]): RegistrarAddress[] {

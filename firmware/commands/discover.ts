@@ -3,6 +3,7 @@
  * what it found: DHCPINFORM (vendor class MS-UC-Client) → DNS SRV fallback → SNTP → the plan.
  *
  *   --interface IF          DHCPINFORM from IF's address, port 68, broadcast to 255.255.255.255:67
+ *                           (to IF's directed broadcast when that cannot be sent: no default route)
  *   --dhcp-server HOST:PORT unicast DHCPINFORM to a known server from an ephemeral port
  *   --ntp HOST:PORT         SNTP server instead of the plan's list
  *   --dns-server HOST:PORT  DNS server for the SRV fallback (else the system's)
@@ -36,6 +37,8 @@ export interface DhcpTarget {
   interface?: string;
   /** Unicast server; 255.255.255.255:67 when only an interface is given. */
   server?: { host: string; port: number };
+  /** With an interface: servers to unicast to when the limited broadcast cannot be sent. */
+  knownServers?: Array<{ host: string; port: number }>;
 }
 
 export interface DiscoverOptions {
@@ -64,10 +67,17 @@ export async function informOverUdp(
 ): Promise<InformResult> {
   let ciaddr: string;
   let hw: Uint8Array;
+  // Where the INFORM goes when 255.255.255.255 cannot be sent (no default route): the subnet.
+  let fallbackServers: Array<{ host: string; port: number }> = [];
   if (target.interface) {
     const nic = interfaceIPv4(target.interface);
     ciaddr = nic.address;
     hw = nic.mac;
+    if (!target.server)
+      fallbackServers = [
+        ...(nic.broadcast ? [{ host: nic.broadcast, port: 67 }] : []),
+        ...(target.knownServers ?? []),
+      ];
   } else if (target.server) {
     ciaddr = await localAddressFor(target.server.host, target.server.port);
     hw = o.random.bytes(6);
@@ -83,6 +93,7 @@ export async function informOverUdp(
       random: o.random,
       port,
       server,
+      fallbackServers,
       ciaddr,
       hwAddress: hw,
       timeoutMs: o.timeoutMs,

@@ -28,7 +28,17 @@ export function createOutput(
     event: (e) => write(json ? JSON.stringify(e) : human(e)),
     error: (err) => {
       const e = asHandsetError(err);
-      if (json) write(JSON.stringify({ event: "error", code: e.code, message: e.message }));
+      // A configuration error also names its key as a field ("network.dhcp.interface").
+      const key = (e as { key?: unknown }).key;
+      if (json)
+        write(
+          JSON.stringify({
+            event: "error",
+            code: e.code,
+            message: e.message,
+            ...(typeof key === "string" && key ? { key } : {}),
+          }),
+        );
       writeErr(`handset: ${e.message} (${e.code})`);
     },
   };

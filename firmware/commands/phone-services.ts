@@ -17,7 +17,7 @@ import { createDnsResolver } from "../platform/dns-resolver.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
 import { renewCertificate } from "../provisioning/renewal.ts";
-import { signIn } from "../provisioning/resumable-sign-in.ts";
+import { PinTicketCache, signIn } from "../provisioning/resumable-sign-in.ts";
 import type { FlowConnector } from "../sip/flow.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
@@ -35,6 +35,8 @@ export interface PhoneNetworkConfig {
   hosts?: Record<string, string>;
   innerTls?: InnerTls;
   failbackProbeMs?: number;
+  /** Hand-over wait after a lost registration, U(0, this) ms (accounts/account.ts; default 40 000). */
+  lostRegistrationSpreadMs?: number;
   dhcpTimeoutMs?: number;
 }
 
@@ -58,6 +60,8 @@ export function createPhoneServices(o: {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
   let plan: DiscoveryPlan | undefined;
+  /** A retried sign-in reuses its web ticket: one `#`, one PIN on the wire (issue 9 §4). */
+  const ticketCache = new PinTicketCache();
   const loadRecord = async () => {
     record ??= await store.loadOrCreate();
     return record;
@@ -123,7 +127,13 @@ export function createPhoneServices(o: {
     async setClock(d: DiscoveryResult) {
       for (const s of d.ntpServers) {
         try {
-          const r = await sntpOverUdp(splitHostPort(s), { clock, random, timeoutMs: 2_000, tries: 2 });
+          // Measured against the base clock: set() takes an offset from it, not from the corrected time.
+          const r = await sntpOverUdp(splitHostPort(s), {
+            clock: clock.measurementClock(),
+            random,
+            timeoutMs: 2_000,
+            tries: 2,
+          });
           await clock.set({ offsetMs: r.offsetMs, server: r.server });
           return { offsetMs: r.offsetMs, source: r.server };
         } catch (err) {
@@ -136,7 +146,8 @@ export function createPhoneServices(o: {
     async identity() {
       const rec = await loadRecord();
       const cred = rec.credential;
-      const usable = !!cred && cred.notAfter > clock.now();
+      // Before SNTP answers, "expired" may only mean the clock is wrong: keep the certificate and try.
+      const usable = !!cred && (cred.notAfter > clock.now() || !clock.isSet());
       return { ...(cred ? { uri: cred.uri } : {}), hasCredential: usable };
     },
 
@@ -145,7 +156,8 @@ export function createPhoneServices(o: {
       const certProvUrl = req.certProvUrl ?? rec.certProvUrl ?? plan?.certProvUrl;
       if (!certProvUrl)
         throw new HandsetError("discovery-failed", "No certificate provisioning service known");
-      const result = await signIn(signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), {
+      const deps = { ...signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), ticketCache };
+      const result = await signIn(deps, {
         certProvUrl,
         extension: req.extension,
         pin: req.pin,
@@ -172,8 +184,9 @@ export function createPhoneServices(o: {
             clock,
             random,
             logger: logger.child("account"),
-            connect: o.connect ?? tlsFlowConnector({ ca: o.trustedRoots }),
-            engineFactory: createTlsDskEngine,
+            connect: o.connect ?? tlsFlowConnector({ ca: o.trustedRoots, clock }),
+            // Certificates are checked at the phone's clock (SNTP), never the OS's.
+            engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
             endpoint: { aor: cred?.uri ?? "sip:unknown", epid: rec.epid, instanceId: rec.instanceId },
             credentials: () => {
               const c = record?.credential;
@@ -182,17 +195,27 @@ export function createPhoneServices(o: {
             trustedRoots: o.trustedRoots,
             innerTls: config.innerTls ?? "auto",
             ...(config.failbackProbeMs ? { failbackProbeMs: config.failbackProbeMs } : {}),
+            ...(config.lostRegistrationSpreadMs !== undefined
+              ? { lostRegistrationSpreadMs: config.lostRegistrationSpreadMs }
+              : {}),
             onRedirect: (primary, backup) => {
+              const p = `${primary.host}:${primary.port}`;
+              const b = backup ? `${backup.host}:${backup.port}` : undefined;
+              // Flash is written only when the record changes (an unchanged record is no write).
               void store
-                .update((r) => ({
-                  ...r,
-                  registrars: {
-                    ...r.registrars,
-                    primary: `${primary.host}:${primary.port}`,
-                    ...(backup ? { backup: `${backup.host}:${backup.port}` } : {}),
-                    updatedAt: clock.now(),
-                  },
-                }))
+                .update((r) =>
+                  r.registrars.primary === p && (b === undefined || r.registrars.backup === b)
+                    ? r
+                    : {
+                        ...r,
+                        registrars: {
+                          ...r.registrars,
+                          primary: p,
+                          ...(b ? { backup: b } : {}),
+                          updatedAt: clock.now(),
+                        },
+                      },
+                )
                 .then((r) => {
                   record = r;
                 })
@@ -206,6 +229,20 @@ export function createPhoneServices(o: {
         );
         account.status.on((s: AccountStatus) => {
           if (s.state === "stopped" || stopped) return;
+          const judgedByOurClock = s.error?.code?.startsWith("certificate-required") === true;
+          if (s.state === "sign-in-required" && judgedByOurClock && !clock.isSet() && record?.credential) {
+            // The certificate in flash judged by a clock SNTP has not set (e.g. "expires within the
+            // hour" at an OS time a year ahead): not a sign-in; the phone retries once the time is set.
+            // A registrar's own (signed) refusal of the certificate does not depend on our clock.
+            onStatus({
+              state: "failed",
+              error: {
+                code: "clock-invalid",
+                message: `Time not set (${s.error?.message ?? "sign-in asked"})`,
+              },
+            });
+            return;
+          }
           const status: RegistrationStatus = {
             state: s.state,
             ...(s.registrar ? { registrar: s.registrar } : {}),
@@ -215,11 +252,16 @@ export function createPhoneServices(o: {
           };
           if ((s.state === "registered" || s.state === "limited") && s.registrar && s.refresh === 0) {
             void store
-              .update((r) => ({
-                ...r,
-                registrars: { ...r.registrars, lastAddresses: [s.registrar!], updatedAt: clock.now() },
-                lastGoodTime: clock.now(),
-              }))
+              .update((r) =>
+                r.registrars.lastAddresses?.length === 1 && r.registrars.lastAddresses[0] === s.registrar
+                  ? r // the same registrar again: nothing to write (the clock saves lastGoodTime itself)
+                  : {
+                      ...r,
+                      registrars: { ...r.registrars, lastAddresses: [s.registrar!], updatedAt: clock.now() },
+                      // Only a time SNTP vouched for (the OS clock may be years off before).
+                      ...(clock.isSet() ? { lastGoodTime: clock.now() } : {}),
+                    },
+              )
               .then((r) => {
                 record = r;
               })
@@ -253,8 +295,21 @@ export function createPhoneServices(o: {
         });
         lifecycle.events.on((e) => {
           logger.info("certificate lifecycle", { type: e.type });
+          if (e.type === "expired" && !clock.isSet() && !stopped) {
+            // Expired by a clock SNTP has not set: not a sign-in; the phone retries once the time is set.
+            void account?.stop().catch(() => {});
+            onStatus({
+              state: "failed",
+              error: { code: "clock-invalid", message: "Time not set: the certificate looks expired" },
+            });
+            return;
+          }
           if ((e.type === "revoked" || e.type === "expired") && !stopped) {
-            void account?.stop();
+            void account
+              ?.stop()
+              .catch((err: unknown) =>
+                logger.warn("account stop failed", { code: (err as HandsetError).code }),
+              );
             onStatus({
               state: "sign-in-required",
               error: { code: `certificate-${e.type}`, message: "Sign in again" },

@@ -1,6 +1,7 @@
 /**
- * `handset provision --web CERTPROV-URL --extension N --pin P --store DIR --ca PEM`: PIN sign-in
- * and certificate provisioning into a store. The PIN is never echoed, stored or logged.
+ * `handset provision --web CERTPROV-URL --extension N --store DIR --ca PEM` with the PIN on
+ * standard input (--pin-stdin), in HANDSET_PIN or in --pin: PIN sign-in and certificate
+ * provisioning into a store. The PIN is never echoed, stored or logged.
  */
 import { readFile } from "node:fs/promises";
 import { HandsetError } from "../core/errors.ts";
@@ -8,7 +9,7 @@ import { createLogger, silentLogger } from "../core/logger.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { signIn } from "../provisioning/resumable-sign-in.ts";
-import { parseFlags, required } from "./args.ts";
+import { PIN_FLAGS, parseFlags, readPin, required } from "./args.ts";
 import { openStore, signInDeps } from "./identity.ts";
 import type { Output } from "./output.ts";
 
@@ -24,15 +25,17 @@ export async function provisionCommand(argv: string[], out: Output): Promise<num
   const f = parseFlags(argv, {
     web: { type: "string" },
     extension: { type: "string" },
-    pin: { type: "string" },
+    ...PIN_FLAGS,
     store: { type: "string" },
     ca: { type: "string" },
     verbose: { type: "boolean" },
   });
   const certProvUrl = required(f, "web");
   const extension = required(f, "extension");
-  const pin = required(f, "pin");
-  if (!/^\d{1,32}$/.test(pin)) throw new HandsetError("usage", "--pin must be digits");
+  const pin = await readPin(f);
+  if (pin === undefined)
+    throw new HandsetError("usage", "a PIN is required: --pin-stdin, HANDSET_PIN or --pin (see --help)");
+  if (!/^\d{1,32}$/.test(pin)) throw new HandsetError("usage", "the PIN must be digits");
   const ca = await readPem(required(f, "ca"), "ca");
   const random = new CryptoRandom();
   const clock = new SystemClock();

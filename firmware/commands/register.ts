@@ -5,7 +5,7 @@
  */
 import { createHash, X509Certificate } from "node:crypto";
 import type { Clock } from "../core/clock.ts";
-import { HandsetError } from "../core/errors.ts";
+import { asHandsetError, HandsetError } from "../core/errors.ts";
 import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
@@ -21,7 +21,7 @@ import {
 } from "../sip/registration/registration.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import { UserAgentCore } from "../sip/user-agent-core.ts";
-import { hostPort, parseFlags, required } from "./args.ts";
+import { hostPort, PIN_FLAGS, parseFlags, readPin, required } from "./args.ts";
 import { openStore, signInDeps } from "./identity.ts";
 import type { Output } from "./output.ts";
 import { readPem } from "./provision.ts";
@@ -65,7 +65,7 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
     o.cert && o.key
       ? { cert: o.cert, key: o.key, notAfter: new Date(new X509Certificate(o.cert).validTo).getTime() }
       : undefined;
-  const connect = tlsFlowConnector({ ca: o.ca });
+  const connect = tlsFlowConnector({ ca: o.ca, clock });
   let target = o.registrar;
   const deadline = clock.monotonic() + o.timeoutMs;
   for (let hop = 0; hop < 4; hop++) {
@@ -83,7 +83,7 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
       random,
       logger: logger.child("registration"),
       core,
-      engineFactory: createTlsDskEngine,
+      engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
       endpoint: o.endpoint,
       credentials,
       trustedRoots: o.ca,
@@ -129,10 +129,18 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
             });
             if (e.refresh < o.refreshes) reg.refresh();
             else
-              void reg.unregister().then(() => {
-                core.close();
-                finish({ kind: "done", result: { registrar: where, refreshesVerified: e.refresh, ...auth } });
-              });
+              void reg
+                .unregister()
+                // The refreshes are verified already: a failed un-REGISTER is logged, not fatal.
+                .catch((err: unknown) => logger.warn("unregister failed", { code: asHandsetError(err).code }))
+                .then(() => {
+                  core.close();
+                  finish({
+                    kind: "done",
+                    result: { registrar: where, refreshesVerified: e.refresh, ...auth },
+                  });
+                })
+                .catch((err: unknown) => finish({ kind: "error", error: asHandsetError(err) }));
             break;
           case "redirected": {
             const first = e.targets[0]!;
@@ -169,7 +177,7 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     ca: { type: "string" },
     store: { type: "string" },
     extension: { type: "string" },
-    pin: { type: "string" },
+    ...PIN_FLAGS,
     "server-name": { type: "string" },
     "inner-tls": { type: "string" },
     refreshes: { type: "string" },
@@ -177,6 +185,8 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     verbose: { type: "boolean" },
   });
   const registrar = hostPort(required(f, "registrar"), "registrar");
+  // Read before registering: standard input is read once, whether or not sign-in turns out needed.
+  const pin = await readPin(f);
   const innerTls = (f["inner-tls"] ?? "auto") as string;
   if (!["1.2", "1.0", "auto"].includes(innerTls))
     throw new HandsetError("usage", "--inner-tls must be 1.2, 1.0 or auto");
@@ -235,10 +245,10 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
   } catch (err) {
     // The registrar's challenge named the certificate provisioning service: sign in there, once.
     if (!(err instanceof CertificateRequiredError) || !err.stsUri) throw err;
-    if (typeof f["extension"] !== "string" || typeof f["pin"] !== "string") {
+    if (typeof f["extension"] !== "string" || pin === undefined) {
       throw new HandsetError(
         "sign-in-required",
-        `Sign-in required at ${err.stsUri} (give --extension and --pin)`,
+        `Sign-in required at ${err.stsUri} (give --extension and a PIN: --pin-stdin or HANDSET_PIN)`,
       );
     }
     out.event({ event: "state", state: "sign-in-required", certProv: err.stsUri });
@@ -247,7 +257,7 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     await signIn(deps, {
       certProvUrl: err.stsUri,
       extension: f["extension"],
-      pin: f["pin"],
+      pin,
       trustedRoots: [ca],
     });
     out.event({ event: "state", state: "provisioned" });

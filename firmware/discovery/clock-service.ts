@@ -3,20 +3,29 @@
  * injected base Clock and guarantees that wall time never goes backwards for its readers.
  *
  * Semantics of now():
- *   now() = max(last value returned, base.now() + offset, restored floor)
+ *   t = max(base.now() + offset, restored floor);  now() = max(t, last value returned) while
+ *   the last value is at most MAX_HOLD_MS ahead of t, else t.
  * - `offset` is the SNTP correction (0 until the first clock-set).
  * - `restored floor` exists only until the first clock-set: the "last good time" loaded from
  *   flash at boot, advanced by the monotonic time elapsed since, so that a Pi without an RTC that
  *   boots at 1970 starts from its last known good time and keeps ticking.
- * - When a correction moves time backwards (the base clock or the floor was ahead), readers see
- *   wall time stand still until the corrected time catches up; it never steps back. The
- *   clock-set event reports `heldMs`, how far ahead the readers' time is at that moment.
+ * - A small backward correction (≤ MAX_HOLD_MS: SNTP jitter, a floor a few seconds ahead) is
+ *   held: readers see wall time stand still until the corrected time catches up. A larger one
+ *   steps back at once: before SNTP the OS clock can be years ahead (no RTC, a bad image), and
+ *   certificates are checked against now(), so the phone must trust SNTP over the OS rather
+ *   than stand still for a year. The clock-set event reports `heldMs` (how far ahead readers'
+ *   time is held at that moment, 0 when it stepped) and `steppedMs` (how far it stepped back).
+ * - Only a trusted time is saved as the last good time: SNTP's, or the restored floor advanced by
+ *   monotonic time; never the OS clock's word before SNTP answered.
  *
  * Timers and monotonic() pass straight through to the base clock.
  */
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { Emitter } from "../core/emitter.ts";
 import { type Logger, silentLogger } from "../core/logger.ts";
+
+/** The largest backward correction readers are held through instead of seeing time step back. */
+export const MAX_HOLD_MS = 10 * 60_000;
 
 /** Where the last good wall time lives across reboots (flash, via the store). */
 export interface LastGoodTimeStore {
@@ -31,8 +40,10 @@ export type ClockServiceEvent =
       server?: string;
       source: string;
       epochMs: number;
-      /** How far readers' time is ahead of the corrected time (0 unless the correction went back). */
+      /** How far readers' time is held ahead of the corrected time (0 unless a small correction went back). */
       heldMs: number;
+      /** How far readers' time stepped back (a correction larger than MAX_HOLD_MS; 0 otherwise). */
+      steppedMs?: number;
     }
   | { type: "restored"; epochMs: number };
 
@@ -68,18 +79,36 @@ export class ClockService implements Clock {
     return this.synced;
   }
 
+  /**
+   * The clock SNTP offsets must be measured against: the base, whose offset set() takes. Measured
+   * against now() instead, a second SNTP answer would read ≈0 and undo the first correction.
+   */
+  measurementClock(): Clock {
+    return this.base;
+  }
+
   /** The current SNTP correction in ms. */
   offset(): number {
     return this.offsetMs;
   }
 
   now(): number {
-    let t = this.base.now() + this.offsetMs;
-    if (this.floor && !this.synced)
-      t = Math.max(t, this.floor.epochMs + (this.base.monotonic() - this.floor.mono));
-    if (t < this.last) return this.last;
+    const t = this.corrected();
+    if (t < this.last && this.last - t <= MAX_HOLD_MS) return this.last;
     this.last = t;
     return t;
+  }
+
+  /** The corrected time without the readers' hold: base + offset, and the floor until SNTP answers. */
+  private corrected(): number {
+    const t = this.base.now() + this.offsetMs;
+    const floor = this.floorNow();
+    return floor === undefined ? t : Math.max(t, floor);
+  }
+
+  private floorNow(): number | undefined {
+    if (!this.floor || this.synced) return undefined;
+    return this.floor.epochMs + (this.base.monotonic() - this.floor.mono);
   }
 
   monotonic(): number {
@@ -118,12 +147,15 @@ export class ClockService implements Clock {
     this.floor = undefined;
     const corrected = this.base.now() + this.offsetMs;
     const epochMs = this.now();
+    const steppedMs = Math.max(0, before - epochMs);
+    if (steppedMs > 0) this.logger.warn("clock stepped back: the time before SNTP was wrong", { steppedMs });
     const event: ClockServiceEvent = {
       type: "clock-set",
       offsetMs: sample.offsetMs,
       source: sample.source ?? "sntp",
       epochMs,
-      heldMs: Math.max(0, Math.max(before, epochMs) - corrected),
+      heldMs: Math.max(0, epochMs - corrected),
+      ...(steppedMs > 0 ? { steppedMs } : {}),
       ...(sample.server !== undefined ? { server: sample.server } : {}),
     };
     this.events.emit(event);
@@ -131,11 +163,15 @@ export class ClockService implements Clock {
     return event;
   }
 
-  /** Saves now() as the last good time (only once the clock was set or restored). */
+  /**
+   * Saves the last good time: now() once SNTP has set the clock; before that the restored floor
+   * advanced by monotonic time (never the OS clock, which may be years off); nothing without either.
+   */
   async save(): Promise<void> {
-    if (!this.store || (!this.synced && !this.floor)) return;
+    const trusted = this.synced ? this.now() : this.floorNow();
+    if (!this.store || trusted === undefined) return;
     try {
-      await this.store.save(this.now());
+      await this.store.save(trusted);
     } catch (err) {
       this.logger.warn("could not save last good time", { error: (err as Error).message });
     }

@@ -7,6 +7,14 @@
  * Retransmission follows RFC 2131 §4.1: 4 s, 8 s, 16 s … capped at 64 s, each randomised by
  * ±`jitterMs` (1 s by default), all on the injected Clock. Socket I/O goes through a
  * DatagramPort (platform/udp.ts on a real board, an in-memory fake in tests).
+ *
+ * A link without a default route (issue 9 §5: a voice VLAN with no gateway, static addressing
+ * without one): Linux refuses a send to 255.255.255.255 with ENETUNREACH, because the limited
+ * broadcast is routed like any other address. Then the INFORM goes to `fallbackServers` instead —
+ * the interface's directed broadcast (its subnet's broadcast address, covered by the connected
+ * route) and any known server, unicast — for this and every later retransmission. A send that
+ * fails on every target is reported as itself, `dhcp-send-failed` with the errno, at once: not,
+ * as before, as a "No DHCPACK" timeout many seconds later.
  */
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { type Logger, silentLogger } from "../core/logger.ts";
@@ -25,7 +33,11 @@ import { type DhcpDiscovery, interpretOptions, MS_UC_CLIENT } from "./dhcp-optio
 
 /** A UDP socket as the discovery cores see it. */
 export interface DatagramPort {
-  send(bytes: Uint8Array, host: string, port: number): void;
+  /**
+   * Sends one datagram. A port that can tell returns a promise that rejects (or throws) with the
+   * errno error (`code` "ENETUNREACH", …) when the datagram could not be sent; void means "sent".
+   */
+  send(bytes: Uint8Array, host: string, port: number): void | Promise<void>;
   onMessage(cb: (bytes: Uint8Array, from: { address: string; port: number }) => void): void;
   close(): void;
 }
@@ -80,12 +92,61 @@ export function isUsableAnswer(info: DhcpDiscovery): boolean {
   return info.certProvUrl !== undefined || (info.sipServers.length > 0 && info.sipServersEncoding !== "ipv4");
 }
 
+/** The subnet's broadcast address of an IPv4 interface; undefined for /31, /32 or bad input. */
+export function directedBroadcast(address: string, netmask: string): string | undefined {
+  const toInt = (a: string): number | undefined => {
+    const parts = a.split(".");
+    if (parts.length !== 4) return undefined;
+    let v = 0;
+    for (const p of parts) {
+      if (!/^\d{1,3}$/.test(p) || Number(p) > 255) return undefined;
+      v = v * 256 + Number(p);
+    }
+    return v;
+  };
+  const ip = toInt(address);
+  const mask = toInt(netmask);
+  if (ip === undefined || mask === undefined) return undefined;
+  const hostBits = (~mask >>> 0) >>> 0;
+  // The mask must be contiguous ones, and leave at least two host bits (no broadcast in /31, /32).
+  if (((hostBits + 1) & hostBits) !== 0 || hostBits < 3) return undefined;
+  const b = ((ip & mask) | hostBits) >>> 0;
+  return [b >>> 24, (b >>> 16) & 255, (b >>> 8) & 255, b & 255].join(".");
+}
+
+/** Every target of one INFORM failed to send: the errno, not a timeout (issue 9 §5). */
+export class DhcpSendError extends DiscoveryError {
+  /** errno of each target that failed, e.g. {"255.255.255.255:67": "ENETUNREACH"}. */
+  readonly errors: Record<string, string>;
+  /** The first target's errno. */
+  readonly errno: string;
+
+  constructor(errors: Record<string, string>, cause?: unknown) {
+    const list = Object.entries(errors)
+      .map(([to, code]) => `${to} ${code}`)
+      .join(", ");
+    super("dhcp-send-failed", `DHCPINFORM could not be sent: ${list}`, cause === undefined ? {} : { cause });
+    this.errors = errors;
+    this.errno = Object.values(errors)[0] ?? "unknown";
+  }
+}
+
+function errnoOf(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code ? code : err instanceof Error ? err.message : String(err);
+}
+
 export interface InformOptions {
   clock: Clock;
   random: Random;
   port: DatagramPort;
   /** Where to send: 255.255.255.255:67 on a LAN, or a known server (unicast). */
   server: { host: string; port: number };
+  /**
+   * Where to send when `server` cannot be sent to (ENETUNREACH on a link without a default
+   * route): the interface's directed broadcast, known servers. All of them, for every later try.
+   */
+  fallbackServers?: Array<{ host: string; port: number }>;
   ciaddr: string;
   hwAddress: Uint8Array;
   clientId?: Uint8Array;
@@ -177,13 +238,34 @@ export function informOnce(o: InformOptions): { result: Promise<InformResult>; c
     );
     const delay = informRetransmitDelay(attempts, o.random, o);
     attempts++;
-    logger.debug("DHCPINFORM sent", { xid, attempt: attempts, to: `${o.server.host}:${o.server.port}` });
-    try {
-      o.port.send(bytes, o.server.host, o.server.port);
-    } catch (err) {
-      logger.warn("DHCPINFORM send failed", { error: (err as Error).message });
-    }
     retransmit = o.clock.setTimer(delay, send);
+    void transmit(bytes, attempts);
+  };
+
+  const key = (t: { host: string; port: number }) => `${t.host}:${t.port}`;
+  /** Targets that failed to send, with their errno; never tried again in this run. */
+  const failed = new Map<string, string>();
+  let lastCause: unknown;
+  const sendTo = async (t: { host: string; port: number }, bytes: Uint8Array, attempt: number) => {
+    logger.debug("DHCPINFORM sent", { xid, attempt, to: key(t) });
+    try {
+      await o.port.send(bytes, t.host, t.port);
+      return true;
+    } catch (err) {
+      lastCause = err;
+      failed.set(key(t), errnoOf(err));
+      logger.warn("DHCPINFORM send failed", { to: key(t), errno: errnoOf(err) });
+      return false;
+    }
+  };
+  /** The limited broadcast (or the server) first; the fallbacks when it cannot be sent. */
+  const transmit = async (bytes: Uint8Array, attempt: number) => {
+    if (!failed.has(key(o.server)) && (await sendTo(o.server, bytes, attempt))) return;
+    if (done) return;
+    const alive = (o.fallbackServers ?? []).filter((t) => !failed.has(key(t)));
+    const sent = await Promise.all(alive.map((t) => sendTo(t, bytes, attempt)));
+    if (done || sent.some(Boolean)) return;
+    finish(new DhcpSendError(Object.fromEntries(failed), lastCause));
   };
 
   o.port.onMessage((bytes, from) => {

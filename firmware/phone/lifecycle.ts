@@ -37,8 +37,10 @@ export const PHONE_STATES: readonly PhoneState[] = [
  */
 export const TRANSITIONS: Readonly<Record<PhoneState, readonly PhoneState[]>> = {
   booting: ["discovering"],
-  // discover + SNTP; failures go to `failed`, which retries into `discovering`.
-  discovering: ["clock-set", "failed"],
+  // discover + SNTP; a discovery failure goes to `failed`, which retries into `discovering`. When
+  // SNTP does not answer the phone goes on with the saved floor as its clock (not set) straight to
+  // what clock-set would lead to, and retries SNTP in the background.
+  discovering: ["clock-set", "failed", "registering", "sign-in-required", "signing-in"],
   // credential in flash → register; none → sign in; a sign-in held across a clock retry → signing-in.
   "clock-set": ["registering", "sign-in-required", "signing-in"],
   "sign-in-required": ["signing-in"],

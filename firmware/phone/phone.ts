@@ -53,6 +53,8 @@ export interface PhoneOptions {
   options?: {
     /** Backoff of automatic retries from `failed` (default: core defaultBackoff, 30 s … 30 min). */
     autoRetry?: BackoffOptions;
+    /** Backoff of the background SNTP retry while the clock is not set (default 5 s … 10 min). */
+    clockRetry?: BackoffOptions;
     /** Local time offset for the idle screen's clock (default 0 = UTC). */
     utcOffsetMinutes?: number;
   };
@@ -77,6 +79,8 @@ const RETRYABLE_SIGN_IN = new Set([
   "clock-invalid",
   "timeout",
 ]);
+/** SNTP retries while the phone runs on the saved floor: soon at first, then rarely. */
+const DEFAULT_CLOCK_RETRY: BackoffOptions = { baseMs: 5_000, capMs: 600_000 };
 /** Sign-in failures whose retry must set the clock first. */
 const CLOCK_SIGN_IN = new Set(["server-cert-time", "clock-invalid"]);
 const DEFAULT_CODE: Record<RetryStep, string> = {
@@ -125,6 +129,9 @@ export class Phone {
   private regToken = 0;
   private readonly attempts: Record<RetryStep, number> = { discover: 0, clock: 0, "sign-in": 0, register: 0 };
   private retryTimer: TimerHandle | undefined;
+  /** The background SNTP retry while the phone runs on the saved floor. */
+  private clockRetryTimer: TimerHandle | undefined;
+  private readonly clockBackoff: BackoffOptions;
   private minuteTimer: TimerHandle | undefined;
   private lastFrame: string | undefined;
   private statusLed: IndicatorState | undefined;
@@ -139,6 +146,7 @@ export class Phone {
     this.random = o.random;
     this.log = (o.logger ?? silentLogger).child("phone");
     this.backoff = o.options?.autoRetry ?? defaultBackoff;
+    this.clockBackoff = o.options?.clockRetry ?? DEFAULT_CLOCK_RETRY;
     this.utcOffsetMinutes = o.options?.utcOffsetMinutes ?? 0;
   }
 
@@ -166,7 +174,7 @@ export class Phone {
     this.refresh();
     this.scheduleMinuteTick();
     this.transition("discovering");
-    void this.discoverAndSetClock(this.gen, true);
+    void this.discoverAndSetClock(this.gen, true).catch(this.logFailure("discoverAndSetClock"));
   }
 
   /** Stops timers, key handling and registration. */
@@ -175,6 +183,8 @@ export class Phone {
     this.running = false;
     this.gen++;
     this.retryTimer?.cancel();
+    this.clockRetryTimer?.cancel();
+    this.clockRetryTimer = undefined;
     this.minuteTimer?.cancel();
     for (const u of this.unsubscribe.splice(0)) u();
     await this.stopRegistration();
@@ -227,6 +237,17 @@ export class Phone {
     this.refresh();
   }
 
+  /**
+   * The catch of a step run in the background: a throw that got past the step's own handling is
+   * a bug, logged (never an unhandled rejection that would end the process).
+   */
+  private logFailure(step: string): (err: unknown) => void {
+    return (err) => {
+      const e = asHandsetError(err);
+      this.log.error("background step failed", { step, code: e.code, message: e.message });
+    };
+  }
+
   private async discoverAndSetClock(gen: number, rediscover: boolean): Promise<void> {
     let d = this.discovery;
     if (rediscover || !d) {
@@ -240,20 +261,25 @@ export class Phone {
       this.discovery = d;
       this.attempts.discover = 0;
     }
-    let set: { offsetMs: number; source: string };
+    let set: { offsetMs: number; source: string } | undefined;
     try {
       set = await this.services.setClock(d);
     } catch (err) {
-      this.stepFailed(gen, "clock", err);
-      return;
+      if (gen !== this.gen) return;
+      // No SNTP answer: go on with the saved floor as the clock (not set). SNTP is retried in the
+      // background with backoff; a check that failed only on time (clock-invalid) waits for it.
+      this.reportError(asHandsetError(err, DEFAULT_CODE.clock));
+      this.scheduleClockRetry();
     }
     if (gen !== this.gen) return;
-    this.attempts.clock = 0;
-    this.transition("clock-set", { fields: { offsetMs: set.offsetMs, source: set.source } });
+    if (set) {
+      this.clockSet();
+      this.transition("clock-set", { fields: { offsetMs: set.offsetMs, source: set.source } });
+    }
     if (this.pin) {
       // A sign-in interrupted by a clock problem resumes with what was typed.
       this.transition("signing-in");
-      void this.runSignIn(this.gen);
+      void this.runSignIn(this.gen).catch(this.logFailure("runSignIn"));
       return;
     }
     const idGen = this.gen;
@@ -273,6 +299,43 @@ export class Phone {
     } else {
       this.transition("sign-in-required", { ui: "extension" });
     }
+  }
+
+  /** SNTP answered: the background retry stops. */
+  private clockSet(): void {
+    this.attempts.clock = 0;
+    this.clockRetryTimer?.cancel();
+    this.clockRetryTimer = undefined;
+  }
+
+  /** SNTP again later (backoff + jitter), while the phone works on the saved floor. */
+  private scheduleClockRetry(): void {
+    if (this.clockRetryTimer || !this.running) return;
+    const inMs = backoffDelay(this.attempts.clock++, this.random, this.clockBackoff);
+    this.log.info("SNTP retry scheduled", { inMs });
+    this.clockRetryTimer = this.clock.setTimer(inMs, () => {
+      this.clockRetryTimer = undefined;
+      void this.retryClock().catch(this.logFailure("retryClock"));
+    });
+  }
+
+  private async retryClock(): Promise<void> {
+    const d = this.discovery;
+    if (!this.running || !d) return;
+    let set: { offsetMs: number; source: string };
+    try {
+      set = await this.services.setClock(d);
+    } catch (err) {
+      this.log.warn("SNTP still unanswered", { code: asHandsetError(err).code });
+      this.scheduleClockRetry();
+      return;
+    }
+    if (!this.running) return;
+    this.clockSet();
+    this.log.info("clock set", { offsetMs: set.offsetMs, source: set.source });
+    this.refresh();
+    // A certificate check that failed only because the time was not set: again, at once.
+    if (this.current === "failed" && this.failure?.code === "clock-invalid") this.retry();
   }
 
   private async runSignIn(gen: number): Promise<void> {
@@ -314,7 +377,7 @@ export class Phone {
   private startRegistration(): void {
     const d = this.discovery;
     if (!d) throw new Error("registration started before discovery");
-    void this.stopRegistration();
+    void this.stopRegistration().catch(this.logFailure("stopRegistration"));
     const reg: { token: number; handle?: RegistrationHandle } = { token: ++this.regToken };
     this.registration = reg;
     try {
@@ -359,7 +422,7 @@ export class Phone {
       case "failed": {
         const error = s.error ?? { code: DEFAULT_CODE.register, message: "registration failed" };
         if (s.retryInMs === undefined) {
-          void this.stopRegistration();
+          void this.stopRegistration().catch(this.logFailure("stopRegistration"));
           this.stepFailed(this.gen, "register", new HandsetError(error.code, error.message));
           return;
         }
@@ -370,7 +433,7 @@ export class Phone {
       }
       case "sign-in-required": {
         // The certificate was revoked or refused: PIN again, for the extension we know.
-        void this.stopRegistration();
+        void this.stopRegistration().catch(this.logFailure("stopRegistration"));
         if (s.error) this.reportError(s.error);
         this.extension ||= digitsOnly(userPart(this.uri));
         this.pin = "";
@@ -403,15 +466,17 @@ export class Phone {
       case "discover":
       case "clock":
         this.transition("discovering");
-        void this.discoverAndSetClock(this.gen, f.step === "discover");
+        void this.discoverAndSetClock(this.gen, f.step === "discover").catch(
+          this.logFailure("discoverAndSetClock"),
+        );
         return;
       case "sign-in":
         if (CLOCK_SIGN_IN.has(f.code)) {
           this.transition("discovering");
-          void this.discoverAndSetClock(this.gen, false);
+          void this.discoverAndSetClock(this.gen, false).catch(this.logFailure("discoverAndSetClock"));
         } else {
           this.transition("signing-in");
-          void this.runSignIn(this.gen);
+          void this.runSignIn(this.gen).catch(this.logFailure("runSignIn"));
         }
         return;
       case "register":
@@ -484,7 +549,7 @@ export class Phone {
         if (this.ui !== "pin" || !this.pin || !this.extension) return;
         this.notice = undefined;
         this.transition("signing-in", { ui: "none" });
-        void this.runSignIn(this.gen);
+        void this.runSignIn(this.gen).catch(this.logFailure("runSignIn"));
         return;
       case "open-menu":
         this.menuIndex = 0;
@@ -516,7 +581,7 @@ export class Phone {
         this.openMenuItem();
         return;
       case "yes":
-        void this.signOut();
+        void this.signOut().catch(this.logFailure("signOut"));
         return;
       case "no":
         this.setUi("menu");
@@ -531,7 +596,7 @@ export class Phone {
     const item = MENU_ITEMS[this.menuIndex];
     if (item === "About") this.setUi("about");
     else if (item === "Sign out") this.setUi("confirm-sign-out");
-    else if (item === "Network info") void this.loadNetworkInfo();
+    else if (item === "Network info") void this.loadNetworkInfo().catch(this.logFailure("loadNetworkInfo"));
   }
 
   private async loadNetworkInfo(): Promise<void> {

@@ -64,7 +64,8 @@ const FAILURE_TITLE: Record<string, string> = {
   "server-unreachable": "Server unreachable",
   "server-cert-untrusted": "Server not trusted",
   "server-cert-time": "Check date/time",
-  "clock-invalid": "Check date/time",
+  // A certificate check that failed only on time while SNTP has not answered yet.
+  "clock-invalid": "Time not set",
   timeout: "Server timeout",
 };
 const STEP_TITLE: Record<RetryStep, string> = {

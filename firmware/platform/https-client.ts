@@ -1,14 +1,28 @@
 /**
- * The provisioning client's HTTPS edge: node:https with the configured roots only
- * (rejectUnauthorized), one keep-alive agent and one cookie jar per client instance, and
- * transport failures mapped to ProvisioningError codes. Bodies are UTF-8 text (SOAP/WSDL).
+ * The provisioning client's HTTPS edge: node:https with the configured roots only, one keep-alive
+ * agent and one cookie jar per client instance, and transport failures mapped to
+ * ProvisioningError codes. Bodies are UTF-8 text (SOAP/WSDL), at most MAX_RESPONSE_BYTES.
+ *
+ * The server certificate is checked at the phone's time (options.clock), not the OS's: the
+ * agent's createConnection connects with rejectUnauthorized off, verifies the chain, purpose,
+ * name and validity at clock.now() on secureConnect (checkPeerAtClock, as the SIP flow does), and
+ * only then hands the socket to the request, so no request byte (the PIN!) is written to a
+ * server that has not passed. OpenSSL's verdict must be clean or a time code only. Sessions are
+ * not cached: every connection is verified in full.
  */
 
 import * as https from "node:https";
+import type { Duplex } from "node:stream";
+import * as tls from "node:tls";
 import type { Clock } from "../core/clock.ts";
 import { HandsetError } from "../core/errors.ts";
 import { ProvisioningError } from "../provisioning/errors.ts";
 import type { HttpClient, HttpRequest, HttpResponse } from "../provisioning/http.ts";
+import type { CertClock } from "../sip/tls-dsk/cert-verify.ts";
+import { checkPeerAtClock } from "./tls-flow.ts";
+
+/** Every response body is bounded: a SOAP answer of the pool is a few KiB. */
+export const MAX_RESPONSE_BYTES = 256 * 1024;
 
 export interface HttpsClientOptions {
   /** Trusted roots (PEM). Never empty. */
@@ -16,8 +30,81 @@ export interface HttpsClientOptions {
   /** Whole-exchange timeout in ms (default 30 s). */
   timeoutMs?: number;
   userAgent?: string;
-  /** Runs the timeout on this clock (a fake one in tests) instead of the event loop's timers. */
+  /**
+   * The phone's clock: certificate validity is checked against its now() (a ClockService's
+   * isSet() tells clock-invalid from server-cert-time), and the timeout runs on its timers (a fake
+   * one in tests) instead of the event loop's. Default: the OS clock and event-loop timers.
+   */
   clock?: Clock;
+}
+
+const OS_CLOCK: CertClock = { now: () => Date.now() };
+
+/**
+ * An https.Agent that verifies the server at the phone's time before the request gets the socket
+ * (Agent.createSocket accepts the callback form of createConnection).
+ */
+class ClockVerifyingAgent extends https.Agent {
+  constructor(
+    opts: https.AgentOptions,
+    private readonly ca: string[],
+    private readonly clock: CertClock,
+    private readonly handshakeTimeoutMs: number,
+  ) {
+    super(opts);
+  }
+
+  override createConnection(
+    options: https.RequestOptions,
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | undefined {
+    const name = options.servername || options.host || "localhost";
+    const url = new URL(`https://${name.includes(":") ? `[${name}]` : name}`);
+    const socket = tls.connect({
+      ...(options as tls.ConnectionOptions),
+      ca: this.ca,
+      rejectUnauthorized: false,
+      session: undefined,
+    });
+    let done = false;
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
+      socket.setTimeout(0);
+      socket.off("error", onError);
+      if (err) {
+        socket.destroy();
+        callback?.(err, socket);
+      } else callback?.(null, socket);
+    };
+    const onError = (err: Error) => finish(classify(err, url));
+    socket.once("error", onError);
+    socket.setTimeout(this.handshakeTimeoutMs, () =>
+      finish(new ProvisioningError("timeout", `No TLS handshake with ${url.host}`)),
+    );
+    socket.once("secureConnect", () => {
+      const p = checkPeerAtClock(socket, { ca: this.ca, clock: this.clock, name });
+      if (!p) return finish(null);
+      if (p.opensslCode)
+        return finish(classify(Object.assign(new Error(p.message), { code: p.opensslCode }), url));
+      if (p.clockInvalid)
+        return finish(
+          new ProvisioningError(
+            "clock-invalid",
+            `Time not set: the certificate of ${url.host} cannot be checked yet (${p.message})`,
+          ),
+        );
+      if (p.kind === "time")
+        return finish(new ProvisioningError("server-cert-time", `Certificate of ${url.host}: ${p.message}`));
+      return finish(
+        new ProvisioningError(
+          "server-cert-untrusted",
+          `Certificate of ${url.host} is not trusted: ${p.message}`,
+        ),
+      );
+    });
+    return undefined;
+  }
 }
 
 const TRUST_CODES = new Set([
@@ -95,9 +182,14 @@ export interface HttpsClient extends HttpClient {
 
 export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
   if (o.ca.length === 0) throw new HandsetError("config-invalid", "No trusted root certificates configured");
-  const agent = new https.Agent({ keepAlive: true, maxSockets: 2, ca: o.ca, rejectUnauthorized: true });
-  const jar = new CookieJar();
   const timeoutMs = o.timeoutMs ?? 30_000;
+  const agent = new ClockVerifyingAgent(
+    { keepAlive: true, maxSockets: 2, maxCachedSessions: 0 },
+    o.ca,
+    o.clock ?? OS_CLOCK,
+    timeoutMs,
+  );
+  const jar = new CookieJar();
   const userAgent = o.userAgent ?? "handset/0.1";
 
   const request = (r: HttpRequest): Promise<HttpResponse> =>
@@ -122,7 +214,31 @@ export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
       };
       const req = https.request(url, { method: r.method, agent, headers }, (res) => {
         const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
+        let size = 0;
+        if (Number(res.headers["content-length"] ?? 0) > MAX_RESPONSE_BYTES) {
+          const err = new ProvisioningError(
+            "response-too-large",
+            `${url.host} announced more than ${MAX_RESPONSE_BYTES} bytes`,
+            { status: res.statusCode ?? 0 },
+          );
+          fail(err);
+          req.destroy(err);
+          return;
+        }
+        res.on("data", (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            const err = new ProvisioningError(
+              "response-too-large",
+              `${url.host} sent more than ${MAX_RESPONSE_BYTES} bytes`,
+              { status: res.statusCode ?? 0 },
+            );
+            fail(err);
+            req.destroy(err);
+            return;
+          }
+          chunks.push(c);
+        });
         res.on("error", fail);
         res.on("end", () => {
           if (settled) return;

@@ -14,13 +14,22 @@
  * Trap: Node (OpenSSL with an accept-all verify callback) only looks at the server chain once
  * the handshake has finished, i.e. *after* our client flight 2 (certificate + signature) went
  * out. So server flight 1's Certificate message is checked here first (chain to the given
- * roots, validity, name), and Node's own check still runs at the end.
+ * roots, purpose, name, validity at the phone's clock: sip/tls-dsk/cert-verify.ts), and at the
+ * end Node's own verdict must be clean or a time code only (OpenSSL can only check validity
+ * against the OS clock, so it runs with rejectUnauthorized off and our check decides time).
  */
 import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { AuthError } from "../core/errors.ts";
+import {
+  type CertClock,
+  type CertProblem,
+  isClockInvalid,
+  opensslVerdictAcceptable,
+  verifyServerChain,
+} from "../sip/tls-dsk/cert-verify.ts";
 import {
   DEFAULT_FLIGHT_TIMEOUT_MS,
   type InnerTls,
@@ -90,34 +99,24 @@ export function x509MatchesName(cert: X509Certificate, name: string): boolean {
 
 /**
  * Checks a peer chain (leaf first, DER) against trusted roots: each link's issuer name and
- * signature, validity at `now`, ending at one of the roots. Returns null when fine or a reason.
+ * signature, CA on issuers, validity at `at` (epoch ms). No purpose or name check (the lab's
+ * registrar uses it on client certificates). Returns null when fine or a reason.
  */
-export function chainProblem(chainDer: Buffer[], caPems: string[], now = new Date()): string | null {
-  let roots: X509Certificate[];
-  let chain: X509Certificate[];
-  try {
-    roots = caPems.map((p) => new X509Certificate(p));
-    chain = chainDer.map((d) => new X509Certificate(d));
-  } catch {
-    return "unparsable certificate";
-  }
-  const leaf = chain[0];
-  if (!leaf) return "no certificate";
-  const valid = (c: X509Certificate): boolean => new Date(c.validFrom) <= now && now <= new Date(c.validTo);
-  let current = leaf;
-  const pool = chain.slice(1);
-  for (let depth = 0; depth < 10; depth++) {
-    if (!valid(current))
-      return `certificate ${current.subject.replace(/\n/g, ", ")} is expired or not yet valid`;
-    const root = roots.find((r) => current.checkIssued(r) && current.verify(r.publicKey));
-    if (root) return valid(root) ? null : "trusted root is expired";
-    const next = pool.find(
-      (c) => c !== current && current.checkIssued(c) && current.verify(c.publicKey) && c.ca,
+export function chainProblem(chainDer: Buffer[], caPems: string[], at: number = Date.now()): string | null {
+  return verifyServerChain({ chain: chainDer, roots: caPems, at, serverAuth: false })?.message ?? null;
+}
+
+const OS_CLOCK: CertClock = { now: () => Date.now() };
+
+/** A server-chain problem as the engine's typed error. */
+export function serverCertError(problem: CertProblem, clock: CertClock): AuthError {
+  if (isClockInvalid(problem, clock))
+    return new AuthError(
+      "clock-invalid",
+      `Time not set: server certificate cannot be checked yet (${problem.message})`,
     );
-    if (!next) return "chain does not lead to a trusted root";
-    current = next;
-  }
-  return "chain too long";
+  if (problem.kind === "name") return new AuthError("tls-server-name-mismatch", problem.message);
+  return new AuthError("tls-server-cert-untrusted", `server certificate not trusted: ${problem.message}`);
 }
 
 /**
@@ -259,7 +258,10 @@ export function clientVersionProfile(innerTls: InnerTls): VersionProfile {
     case "1.0":
       return { minVersion: "TLSv1", maxVersion: "TLSv1", ciphers: "AES128-SHA:AES256-SHA:@SECLEVEL=0" };
     default:
-      return { minVersion: "TLSv1", maxVersion: "TLSv1.2", ciphers: `${tls.DEFAULT_CIPHERS}:@SECLEVEL=0` };
+      // "auto" is the 1.2 profile here: @SECLEVEL=0 only ever where nothing above TLS 1.0 can be
+      // negotiated. The fall-back to 1.0 is a fresh handshake chosen by the registration from
+      // server flight 1 (sip/tls-dsk/version-fallback.ts), never a weaker 1.2.
+      return { minVersion: "TLSv1.2", maxVersion: "TLSv1.2", ciphers: tls.DEFAULT_CIPHERS };
   }
 }
 
@@ -314,7 +316,9 @@ export class NodeTlsDskClient extends TunnelTlsPeer implements TlsDskClientEngin
         key: this.opts.key,
         ca: this.opts.ca,
         servername: isIP(targetname) === 0 ? targetname : undefined, // no SNI for IP literals
-        rejectUnauthorized: true,
+        // The chain was checked at the phone's time before flight 2; OpenSSL's verdict is read on
+        // secure (finalCheck): clean or a time code only.
+        rejectUnauthorized: false,
         minVersion: profile.minVersion,
         maxVersion: profile.maxVersion,
         ciphers: profile.ciphers,
@@ -352,7 +356,7 @@ export class NodeTlsDskClient extends TunnelTlsPeer implements TlsDskClientEngin
       this.duplex.deliver(serverToken);
       return this.settle(
         this.wait<{ token: Buffer } | { done: TlsDskHandshakeResult }>(() => {
-          if (this.secured) return { done: this.result(sock) };
+          if (this.secured) return { done: this.finalCheck(sock) };
           const token = this.flightReady();
           return token ? { token } : undefined;
         }),
@@ -362,30 +366,51 @@ export class NodeTlsDskClient extends TunnelTlsPeer implements TlsDskClientEngin
     return this.settle(
       this.wait(() => {
         this.flightReady(); // only to notice an alert we wrote
-        return this.secured ? { done: this.result(sock) } : undefined;
+        return this.secured ? { done: this.finalCheck(sock) } : undefined;
       }),
     );
+  }
+
+  private get clock(): CertClock {
+    return this.opts.clock ?? OS_CLOCK;
   }
 
   /** Checks the server's chain and name before OpenSSL makes us send our certificate and signature. */
   private precheckServerFlight(token: Buffer): void {
     const certs = certificatesFromFlight(token);
     if (certs.length === 0) return; // let the TLS layer fail on whatever this is
-    const problem = chainProblem(certs, this.opts.ca);
-    if (problem)
-      throw new AuthError("tls-server-cert-untrusted", `server certificate not trusted: ${problem}`);
-    let leaf: X509Certificate;
-    try {
-      leaf = new X509Certificate(certs[0] as Buffer);
-    } catch {
-      throw new AuthError("tls-server-cert-untrusted", "server certificate unparsable");
+    const problem = verifyServerChain({
+      chain: certs,
+      roots: this.opts.ca,
+      at: this.clock.now(),
+      name: { host: this.opts.targetname, subject: "always" },
+    });
+    if (problem) throw serverCertError(problem, this.clock);
+  }
+
+  /** The handshake finished: OpenSSL's verdict (bar time) and ours at the phone's time, on the final chain. */
+  private finalCheck(sock: tls.TLSSocket): TlsDskHandshakeResult {
+    if (!opensslVerdictAcceptable(sock.authorized, sock.authorizationError)) {
+      const code = String(sock.authorizationError ?? "unauthorized");
+      throw code === "tls-server-name-mismatch" || code === "ERR_TLS_CERT_ALTNAME_INVALID"
+        ? new AuthError(
+            "tls-server-name-mismatch",
+            `server certificate does not match targetname ${this.opts.targetname}`,
+          )
+        : new AuthError("tls-server-cert-untrusted", `server certificate not trusted (${code})`);
     }
-    if (!x509MatchesName(leaf, this.opts.targetname)) {
-      throw new AuthError(
-        "tls-server-name-mismatch",
-        `server certificate does not match targetname ${this.opts.targetname}`,
-      );
+    const peer = sock.getPeerCertificate(false);
+    const raw = peer && "raw" in peer ? peer.raw : undefined;
+    if (raw) {
+      const problem = verifyServerChain({
+        chain: [raw, ...chainAfterLeaf(sock)],
+        roots: this.opts.ca,
+        at: this.clock.now(),
+        name: { host: this.opts.targetname, subject: "always" },
+      });
+      if (problem) throw serverCertError(problem, this.clock);
     }
+    return this.result(sock);
   }
 
   private async settle<T>(p: Promise<T>): Promise<T> {
@@ -404,4 +429,15 @@ export class NodeTlsDskClient extends TunnelTlsPeer implements TlsDskClientEngin
     this.destroyed = true;
     this.teardown(this.sock);
   }
+}
+
+/** The issuers Node reports above the leaf (presented or found in the trust store). */
+function chainAfterLeaf(sock: tls.TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let c = (sock.getPeerCertificate(true) as tls.DetailedPeerCertificate | undefined)?.issuerCertificate;
+  while (c?.raw && out.length < 16 && !out.some((d) => d.equals(c!.raw))) {
+    out.push(c.raw);
+    c = c.issuerCertificate;
+  }
+  return out;
 }

@@ -2,6 +2,13 @@
  * SIP over TLS (RFC 3261 §26.2, RFC 5630): the one place the SIP stack touches a socket.
  * Verifies the registrar's certificate against the configured roots and name, frames the
  * stream, answers keep-alive pings, and reports a single close reason.
+ *
+ * The certificate is checked at the phone's time (options.clock: SNTP-corrected), not the OS's:
+ * OpenSSL cannot be given a verification time, so it runs with rejectUnauthorized off and, on
+ * secureConnect and before anything is written, the chain, purpose, name and validity are
+ * verified at clock.now() (sip/tls-dsk/cert-verify.ts). OpenSSL's own verdict must be clean or a
+ * time code only, so this is never less strict than OpenSSL. A chain that is good except for time
+ * while the clock is not yet set is `clock-invalid`.
  */
 import * as tls from "node:tls";
 import { HandsetError, TransportError } from "../core/errors.ts";
@@ -9,12 +16,64 @@ import type { Flow, FlowConnector, FlowTarget } from "../sip/flow.ts";
 import { StreamFramer } from "../sip/message/framer.ts";
 import type { SipMessage } from "../sip/message/message.ts";
 import { serializeMessage } from "../sip/message/serialize.ts";
+import {
+  type CertClock,
+  type CertProblem,
+  isClockInvalid,
+  opensslVerdictAcceptable,
+  verifyServerChain,
+} from "../sip/tls-dsk/cert-verify.ts";
 
 export interface TlsFlowOptions {
   /** Trusted roots (PEM). Never empty: an unverified registrar is no registrar. */
   ca: string[];
   /** Connect timeout in ms. */
   connectTimeoutMs?: number;
+  /** The phone's clock, which certificate validity is checked against (default: the OS clock). */
+  clock?: CertClock;
+}
+
+const OS_CLOCK: CertClock = { now: () => Date.now() };
+
+/** The peer's chain as presented, leaf first, DER. */
+export function peerChainDer(socket: tls.TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let c: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true) as
+    | tls.DetailedPeerCertificate
+    | undefined;
+  while (c?.raw && out.length < 16) {
+    if (out.some((d) => d.equals(c!.raw))) break;
+    out.push(c.raw);
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+/**
+ * The check every outer TLS edge runs on secureConnect: our verdict at clock.now(), then
+ * OpenSSL's. Returns null when the peer may be trusted, else what went wrong.
+ */
+export function checkPeerAtClock(
+  socket: tls.TLSSocket,
+  o: { ca: string[]; clock: CertClock; name: string },
+): (CertProblem & { clockInvalid: boolean; opensslCode?: string }) | null {
+  const problem = verifyServerChain({
+    chain: peerChainDer(socket),
+    roots: o.ca,
+    at: o.clock.now(),
+    name: { host: o.name },
+  });
+  if (problem) return { ...problem, clockInvalid: isClockInvalid(problem, o.clock) };
+  if (!opensslVerdictAcceptable(socket.authorized, socket.authorizationError)) {
+    const code = String(socket.authorizationError ?? "unauthorized");
+    return {
+      kind: "untrusted",
+      message: `TLS verification failed (${code})`,
+      clockInvalid: false,
+      opensslCode: code,
+    };
+  }
+  return null;
 }
 
 const CERT_NAME_CODES = new Set(["ERR_TLS_CERT_ALTNAME_INVALID", "ERR_TLS_CERT_ALTNAME_FORMAT"]);
@@ -69,9 +128,37 @@ function isIp(host: string): boolean {
   return /^[0-9.]+$/.test(host) || host.includes(":");
 }
 
+function problemError(
+  p: NonNullable<ReturnType<typeof checkPeerAtClock>>,
+  target: FlowTarget,
+): TransportError {
+  const where = `${target.host}:${target.port}`;
+  if (p.opensslCode) return classify(Object.assign(new Error(p.message), { code: p.opensslCode }), target);
+  if (p.clockInvalid)
+    return new TransportError(
+      "clock-invalid",
+      `Time not set: registrar ${where} certificate cannot be checked yet (${p.message})`,
+    );
+  switch (p.kind) {
+    case "time":
+      return new TransportError("registrar-cert-time", `Registrar ${where} certificate: ${p.message}`);
+    case "name":
+      return new TransportError(
+        "registrar-cert-name-mismatch",
+        `Registrar ${where} presented a certificate not valid for "${target.serverName ?? target.host}"`,
+      );
+    default:
+      return new TransportError(
+        "registrar-cert-untrusted",
+        `Registrar ${where} certificate is not trusted: ${p.message}`,
+      );
+  }
+}
+
 export function tlsFlowConnector(options: TlsFlowOptions): FlowConnector {
   if (options.ca.length === 0)
     throw new HandsetError("config-invalid", "No trusted root certificates configured");
+  const clock = options.clock ?? OS_CLOCK;
   return (target) =>
     new Promise<Flow>((resolve, reject) => {
       const serverName = target.serverName ?? target.host;
@@ -79,7 +166,8 @@ export function tlsFlowConnector(options: TlsFlowOptions): FlowConnector {
         host: target.host,
         port: target.port,
         ca: options.ca,
-        rejectUnauthorized: true,
+        // Verified below at the phone's time; OpenSSL's verdict is still required (bar time codes).
+        rejectUnauthorized: false,
         servername: isIp(serverName) ? undefined : serverName,
         checkServerIdentity: (_host, cert) => tls.checkServerIdentity(serverName, cert),
         minVersion: "TLSv1.2",
@@ -96,6 +184,12 @@ export function tlsFlowConnector(options: TlsFlowOptions): FlowConnector {
       });
       socket.once("secureConnect", () => {
         clearTimeout(timer);
+        const problem = checkPeerAtClock(socket, { ca: options.ca, clock, name: serverName });
+        if (problem) {
+          socket.destroy();
+          reject(problemError(problem, target));
+          return;
+        }
         // Signalling is small writes: without this, a REGISTER written right after a keep-alive
         // ping waits for the peer's delayed ACK (Nagle), up to 40 ms on Linux.
         socket.setNoDelay(true);
@@ -140,9 +234,10 @@ class TlsFlow implements Flow {
       if (ev.type === "message") for (const l of this.messageListeners) l(ev.message);
       else if (ev.type === "ping") this.write(Buffer.from("\r\n"));
       else if (ev.type === "pong") for (const l of this.pongListeners) l();
-      else if (ev.error.code === "sip-too-large") {
-        // The framing is lost; nothing after this point can be trusted.
-        this.closeReason = new TransportError("sip-too-large", ev.error.message);
+      else if (this.framer.failed) {
+        // Fatal framer error (oversize, bad Content-Length): the framing is lost; nothing after
+        // this point can be trusted. Close at once; the policy sees a failed flow with this code.
+        this.closeReason = new TransportError(ev.error.code, ev.error.message);
         this.socket.destroy();
         return;
       }

@@ -6,11 +6,15 @@
  *   SO_BINDTODEVICE; the interface is chosen by its address (ciaddr) and the routing table, which
  *   on a one-NIC phone is the same thing.
  * - To a known server (`--dhcp-server HOST:PORT`) and for SNTP: an ephemeral port, unicast.
+ * - `send` reports what the kernel said: the promise rejects with the errno error (ENETUNREACH
+ *   when the limited broadcast has no route, i.e. a link without a default route), so the INFORM
+ *   core can fall back to the interface's directed broadcast (`interfaceIPv4().broadcast`). A
+ *   caller that ignores the promise loses nothing: a rejection is never unhandled.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
 import { DiscoveryError } from "../discovery/dhcp-codec.ts";
-import type { DatagramPort } from "../discovery/dhcp-inform.ts";
+import { type DatagramPort, directedBroadcast } from "../discovery/dhcp-inform.ts";
 
 export interface UdpPortOptions {
   bindAddress?: string;
@@ -52,8 +56,12 @@ export async function openUdpPort(o: UdpPortOptions = {}): Promise<UdpPort> {
   if (o.broadcast) socket.setBroadcast(true);
   return {
     send(bytes, host, port) {
-      if (closed) return;
-      socket.send(bytes, port, host);
+      if (closed) return Promise.resolve();
+      const sent = new Promise<void>((resolve, reject) => {
+        socket.send(bytes, port, host, (err) => (err ? reject(err) : resolve()));
+      });
+      sent.catch(() => {}); // observed by the caller that awaits it; never an unhandled rejection
+      return sent;
     },
     onMessage(cb) {
       listeners.push(cb);
@@ -86,10 +94,16 @@ export async function localAddressFor(host: string, port: number): Promise<strin
   }
 }
 
-/** IPv4 address and MAC of a named interface. */
-export function interfaceIPv4(name: string): { address: string; mac: Uint8Array; netmask: string } {
+/** IPv4 address, MAC, netmask and directed broadcast (none for /31, /32) of a named interface. */
+export function interfaceIPv4(name: string): {
+  address: string;
+  mac: Uint8Array;
+  netmask: string;
+  broadcast?: string;
+} {
   const entry = (networkInterfaces()[name] ?? []).find((i) => i.family === "IPv4");
   if (!entry) throw new DiscoveryError("no-interface", `Interface ${name} has no IPv4 address`);
   const mac = Uint8Array.from(entry.mac.split(":").map((h) => Number.parseInt(h, 16)));
-  return { address: entry.address, mac, netmask: entry.netmask };
+  const broadcast = directedBroadcast(entry.address, entry.netmask);
+  return { address: entry.address, mac, netmask: entry.netmask, ...(broadcast ? { broadcast } : {}) };
 }

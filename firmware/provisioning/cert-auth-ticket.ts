@@ -12,6 +12,13 @@
  *
  * signed with the certificate's private key. Used to renew the certificate without the PIN.
  *
+ * Order of the exchange, as for the PIN port (web-ticket.ts): the RST goes first WITHOUT the
+ * Security header; the port's refusal of that probe is its challenge (a 401, or the WS-Security
+ * way of saying "no token": a 500 FailedAuthentication / 28020); then the signed header goes
+ * once, with a Timestamp made at that moment. Only the answer to the signed request is a
+ * verdict on the certificate: a refusal of the probe (which carried no certificate) never
+ * counts as the certificate being refused.
+ *
  * Refusals. A pool answers a token it will not accept with the generic §8 fault (HTTP 500,
  * FailedAuthentication, 28020 "No valid security token."), for a revoked or unpublished
  * certificate exactly as for any other token problem. We map:
@@ -36,7 +43,7 @@ import {
   parseCertProvMetadata,
   parseWebTicketMetadata,
 } from "./metadata.ts";
-import { buildPinRst, issueToken, type WebTicket } from "./web-ticket.ts";
+import { buildPinRst, issueTokenAfterChallenge, type WebTicket } from "./web-ticket.ts";
 import { buildTimestamp } from "./wsse.ts";
 import { excC14n, NS, parseXml } from "./xml.ts";
 
@@ -183,25 +190,54 @@ function readCredential(certPem: string, keyPem: string): { certDer: Buffer; key
   }
 }
 
-/** One certificate-authenticated RST. Never retried here. */
+/** True when a refusal of an unauthenticated request asks for a token (a challenge). */
+function asksForCredentials(r: FailureReport): boolean {
+  return (
+    r.status === 401 ||
+    (r.status === 500 && (r.diagnostic?.id === 28020 || r.faultCode === "FailedAuthentication"))
+  );
+}
+
+/** One certificate-authenticated RST: probe, challenge, then the signed header once. */
 export async function requestWebTicketWithCertificate(
   http: HttpClient,
   o: CertTicketOptions,
 ): Promise<WebTicket> {
   const { certDer, key } = readCredential(o.certPem, o.keyPem);
   const clientEntropy = Buffer.from(o.random.bytes(ENTROPY_BYTES));
-  const created = o.clock.now();
-  const header = buildX509SecurityHeader({
-    certDer,
-    key,
-    created,
-    expires: created + CERT_TIMESTAMP_TTL_MS,
-  });
+  const rst = (header?: string) =>
+    buildPinRst({
+      appliesTo: o.appliesTo,
+      deviceId: o.deviceId,
+      clientEntropy,
+      ...(header !== undefined ? { header } : {}),
+    });
   o.logger?.info("requesting web ticket with certificate", { url: o.portUrl });
-  return issueToken(http, {
+  return issueTokenAfterChallenge(http, {
     url: o.portUrl,
-    body: buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy, header }),
+    probeBody: rst(),
     clientEntropy,
+    onChallenge: (challenge) => {
+      if (!asksForCredentials(challenge)) {
+        // No certificate went with the probe: whatever this says, it is not about the certificate.
+        const err = certFailure(challenge);
+        throw err instanceof CertificateRefusedError
+          ? new ProvisioningError("ticket-rejected", err.message, {
+              status: challenge.status,
+              ...(err.diagnosticId !== undefined ? { diagnosticId: err.diagnosticId } : {}),
+              ...(err.reason !== undefined ? { reason: err.reason } : {}),
+            })
+          : err;
+      }
+      const created = o.clock.now();
+      const header = buildX509SecurityHeader({
+        certDer,
+        key,
+        created,
+        expires: created + CERT_TIMESTAMP_TTL_MS,
+      });
+      return { body: rst(header) };
+    },
     failure: certFailure,
     ...(o.logger ? { logger: o.logger } : {}),
   });

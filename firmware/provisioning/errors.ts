@@ -18,6 +18,8 @@ export type ProvisioningErrorCode =
   | "ticket-rejected"
   | "certificate-revoked"
   | "cert-request-rejected"
+  | "response-too-large"
+  | "sign-in-interrupted"
   | "timeout";
 
 const DISPLAY: Record<ProvisioningErrorCode, string> = {
@@ -27,12 +29,14 @@ const DISPLAY: Record<ProvisioningErrorCode, string> = {
   "server-unreachable": "Server unreachable",
   "server-cert-untrusted": "Server not trusted",
   "server-cert-time": "Check date/time",
-  "clock-invalid": "Check date/time",
+  "clock-invalid": "Time not set",
   "malformed-response": "Bad server reply",
   "cert-key-mismatch": "Bad certificate",
   "ticket-rejected": "Sign-in refused",
   "certificate-revoked": "Certificate revoked",
   "cert-request-rejected": "Cert request refused",
+  "response-too-large": "Bad server reply",
+  "sign-in-interrupted": "Sign-in interrupted",
   timeout: "Server timeout",
 };
 

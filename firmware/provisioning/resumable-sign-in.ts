@@ -8,7 +8,14 @@
  *
  * The PIN is used for one HTTP request and dropped; it is never stored or logged. A wrong PIN
  * changes nothing in the store (the key generated alongside is discarded unless the ticket came).
+ *
+ * One key press of `#`, one PIN on the wire (issue 9 §4): the phone retries a sign-in that failed
+ * on the network, and after the ticket that would send the PIN again. With `ticketCache` (kept in
+ * memory by the caller for the phone's life, never in flash) a retry of the same sign-in reuses
+ * the ticket while it is valid; the PIN is sent only when there is none. A ticket is dropped once
+ * its certificate is stored, and a different extension or PIN never matches it.
  */
+import { createHash } from "node:crypto";
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
@@ -18,7 +25,47 @@ import { createCsr } from "./csr.ts";
 import { ProvisioningError } from "./errors.ts";
 import type { HttpClient } from "./http.ts";
 import { discoverPinEndpoint } from "./sign-in-steps.ts";
-import { requestWebTicketWithPin } from "./web-ticket.ts";
+import { requestWebTicketWithPin, type WebTicket } from "./web-ticket.ts";
+
+/** In-memory web tickets of unfinished sign-ins, so that a retry does not send the PIN again. */
+export class PinTicketCache {
+  private readonly tickets = new Map<string, WebTicket>();
+
+  /** A ticket for this key that is valid for at least another `marginMs`; expired ones are dropped. */
+  take(key: string, now: number, marginMs = 60_000): WebTicket | undefined {
+    const t = this.tickets.get(key);
+    if (!t) return undefined;
+    const expires = Date.parse(t.expires);
+    if (Number.isNaN(expires) || expires - marginMs <= now) {
+      this.tickets.delete(key);
+      return undefined;
+    }
+    return t;
+  }
+
+  put(key: string, ticket: WebTicket): void {
+    this.tickets.clear(); // one sign-in at a time
+    this.tickets.set(key, ticket);
+  }
+
+  delete(key: string): void {
+    this.tickets.delete(key);
+  }
+
+  get size(): number {
+    return this.tickets.size;
+  }
+}
+
+/** Failures after the ticket that leave it usable for the retry (nothing was refused). */
+const RETRY_KEEPS_TICKET = new Set(["server-unreachable", "timeout"]);
+
+/** The cache key of one sign-in: service, extension and a hash of the PIN (never the PIN). */
+function ticketKey(req: { certProvUrl: string; extension: string; pin: string }, deviceId: string): string {
+  return createHash("sha256")
+    .update(`${req.certProvUrl}\n${req.extension}\n${req.pin}\n${deviceId}`)
+    .digest("hex");
+}
 
 export type SignInStep = "metadata" | "ticket" | "key" | "csr" | "certificate" | "stored";
 
@@ -31,6 +78,8 @@ export interface SignInDeps {
   generateKeyPair: () => Promise<{ publicKeyPem: string; privateKeyPem: string }>;
   /** Reads a certificate's validity; injected so provisioning stays free of I/O-layer imports. */
   certValidity: (certPem: string) => { notBefore: number; notAfter: number; serial?: string };
+  /** Tickets of unfinished sign-ins, reused by a retry instead of the PIN (see the header). */
+  ticketCache?: PinTicketCache;
 }
 
 export interface SignInRequest {
@@ -69,63 +118,81 @@ export async function signIn(deps: SignInDeps, req: SignInRequest): Promise<Sign
 
   const endpoint = await discoverPinEndpoint(http, req.certProvUrl);
   step("metadata");
-  const ticket = await requestWebTicketWithPin(http, {
-    portUrl: endpoint.pinPortUrl,
-    appliesTo: endpoint.certProv.authUri,
-    username: req.extension,
-    pin: req.pin,
-    deviceId: record.deviceId,
-    random,
-  });
+  const cacheKey = ticketKey(req, record.deviceId);
+  const cached = deps.ticketCache?.take(cacheKey, clock.now());
+  if (cached) logger.info("reusing the web ticket of this sign-in; PIN not sent again");
+  const ticket =
+    cached ??
+    (await requestWebTicketWithPin(http, {
+      portUrl: endpoint.pinPortUrl,
+      appliesTo: endpoint.certProv.authUri,
+      username: req.extension,
+      pin: req.pin,
+      deviceId: record.deviceId,
+      random,
+    }));
   step("ticket");
   const uri = ticket.nameIdentifier;
   if (!uri) throw new ProvisioningError("malformed-response", "The web ticket names no SIP user");
+  if (!cached) deps.ticketCache?.put(cacheKey, ticket);
 
-  const key = await keyPromise;
-  if (!resumedKey) {
-    record = await store.update((r) => ({
-      ...r,
-      signIn: {
-        stage: "key-generated",
-        keyPem: key.privateKeyPem,
-        publicKeyPem: key.publicKeyPem,
-        uri,
-        startedAt: clock.now(),
-      },
-    }));
+  try {
+    return await finishSignIn(ticket, uri);
+  } catch (err) {
+    // Only a retry after a network failure may reuse the ticket; after a refusal it is suspect.
+    if (!(err instanceof ProvisioningError && RETRY_KEEPS_TICKET.has(err.code)))
+      deps.ticketCache?.delete(cacheKey);
+    throw err;
   }
-  step("key");
 
-  const csrPem = createCsr({
-    publicKeyPem: key.publicKeyPem,
-    privateKeyPem: key.privateKeyPem,
-    commonName: uri.replace(/^sips?:/i, ""),
-  });
-  record = await store.update((r) => ({ ...r, signIn: { ...r.signIn!, stage: "csr-sent", uri } }));
-  step("csr");
+  async function finishSignIn(ticket: WebTicket, uri: string): Promise<SignInResult> {
+    const key = await keyPromise;
+    if (!resumedKey) {
+      record = await store.update((r) => ({
+        ...r,
+        signIn: {
+          stage: "key-generated",
+          keyPem: key.privateKeyPem,
+          publicKeyPem: key.publicKeyPem,
+          uri,
+          startedAt: clock.now(),
+        },
+      }));
+    }
+    step("key");
 
-  const issued = await getAndPublishCert(http, {
-    authUri: endpoint.certProv.authUri,
-    ticket,
-    ticketMustBeSigned: endpoint.certProv.ticketMustBeSigned,
-    csrPem,
-    deviceId: record.deviceId,
-    entity: uri,
-    random,
-  });
-  assertCertMatchesKey(issued.certPem, key.privateKeyPem);
-  step("certificate");
+    const csrPem = createCsr({
+      publicKeyPem: key.publicKeyPem,
+      privateKeyPem: key.privateKeyPem,
+      commonName: uri.replace(/^sips?:/i, ""),
+    });
+    record = await store.update((r) => ({ ...r, signIn: { ...r.signIn!, stage: "csr-sent", uri } }));
+    step("csr");
 
-  const validity = deps.certValidity(issued.certPem);
-  record = await store.update((r) => {
-    const { signIn: _done, ...rest } = r;
-    return {
-      ...rest,
-      certProvUrl: req.certProvUrl,
-      trustedRoots: req.trustedRoots,
-      credential: { uri, certPem: issued.certPem, keyPem: key.privateKeyPem, ...validity },
-    };
-  });
-  step("stored");
-  return { record, uri, timings };
+    const issued = await getAndPublishCert(http, {
+      authUri: endpoint.certProv.authUri,
+      ticket,
+      ticketMustBeSigned: endpoint.certProv.ticketMustBeSigned,
+      csrPem,
+      deviceId: record.deviceId,
+      entity: uri,
+      random,
+    });
+    assertCertMatchesKey(issued.certPem, key.privateKeyPem);
+    step("certificate");
+
+    const validity = deps.certValidity(issued.certPem);
+    record = await store.update((r) => {
+      const { signIn: _done, ...rest } = r;
+      return {
+        ...rest,
+        certProvUrl: req.certProvUrl,
+        trustedRoots: req.trustedRoots,
+        credential: { uri, certPem: issued.certPem, keyPem: key.privateKeyPem, ...validity },
+      };
+    });
+    deps.ticketCache?.delete(cacheKey);
+    step("stored");
+    return { record, uri, timings };
+  }
 }

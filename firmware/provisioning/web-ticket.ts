@@ -2,7 +2,29 @@
  * The web ticket (digest §3–§5): a WS-Trust RST to the Web Ticket Service's PIN port with
  * HTTP Basic (extension or phone number : PIN) and 32 bytes of client entropy; the RSTR gives a
  * SAML 1.1 holder-of-key assertion, its lifetime and the server entropy, from which P_SHA1
- * derives the proof key. A PIN is sent once per call: this module never retries one.
+ * derives the proof key.
+ *
+ * The credentials go after a challenge, never before (issue 9 §4; what a real pool's IIS log
+ * shows for Lync phones: `POST …/Pin - 401`, then `POST …/Pin <user> 200`):
+ *
+ *   1. the RST goes WITHOUT credentials (the probe);
+ *   2. 200 → that is the ticket (a port that needs no credentials);
+ *      401 → a challenge: its WWW-Authenticate must name Basic (or name nothing), else the PIN
+ *      is not sent at all ("pin-auth-disabled": the port wants Negotiate/NTLM, which is not ours);
+ *      404 → "pin-auth-disabled"; anything else is mapped as a failure, no PIN sent;
+ *   3. the same RST goes once more, with `Authorization: Basic …`; whatever answers it is the
+ *      verdict (a 401 now is a PIN verdict: X-Ms-diagnostics 28003 / 28004 and Warning).
+ *      When no answer comes to it (timeout, connection lost), the PIN may or may not have
+ *      counted: that is "sign-in-interrupted", which the phone does not retry by itself — the
+ *      user presses `#` again — so one key press never puts the PIN on the wire twice.
+ *
+ * Why always probe rather than send Basic pre-emptively to a port we "know": a 401 to a request
+ * that carried the PIN is then always a verdict and a 401 to one that did not is always a
+ * challenge, so the client never has to guess, and never has to send the PIN a second time to a
+ * pool that ignored pre-emptive credentials; and the PIN never goes to a port before the port
+ * has said it wants Basic. It costs one round trip per sign-in (months apart). A pool that would
+ * have accepted pre-emptive credentials answers the probe with its Basic challenge as well, so
+ * both kinds of pool work. The PIN is sent at most once per call: this module never retries one.
  */
 import { createHmac } from "node:crypto";
 import type { Element } from "@xmldom/xmldom";
@@ -10,7 +32,7 @@ import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import { describeFailure, type FailureReport, readFailure } from "./diagnostics.ts";
 import { ProvisioningError } from "./errors.ts";
-import type { HttpClient } from "./http.ts";
+import { type HttpClient, type HttpResponse, headerValues } from "./http.ts";
 import {
   attr,
   child,
@@ -207,24 +229,138 @@ export function parseRstr(body: string, clientEntropy: Buffer): WebTicket {
   };
 }
 
-/** One PIN sign-in attempt: RST to the PIN port with HTTP Basic. Never retried here. */
+/**
+ * The authentication scheme names of every WWW-Authenticate value, lower-cased
+ * (`Basic realm ="LYNC"`, `Negotiate, NTLM` → basic / negotiate, ntlm). Auth-params
+ * (`realm =…`, `, charset=…`) and token68 values are skipped.
+ */
+export function challengeSchemes(headers: HttpResponse["headers"]): string[] {
+  const out: string[] = [];
+  for (const value of headerValues(headers, "www-authenticate")) {
+    for (const m of value.matchAll(/(?:^|,)\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?=\s|,|$)(?!\s*=)/g))
+      out.push(m[1]!.toLowerCase());
+  }
+  return out;
+}
+
+/** What the credentialed leg sends after a challenge. */
+export interface CredentialedRequest {
+  headers?: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Probe, challenge, credentials once (see the header comment): `probeBody` goes without
+ * credentials; `onChallenge` reads the probe's refusal and returns the credentialed request, or
+ * throws when this port's credential cannot answer it; the answer to that second request is the
+ * verdict, mapped by `failure`. Exactly one request carries the credential.
+ */
+export async function issueTokenAfterChallenge(
+  http: HttpClient,
+  o: {
+    url: string;
+    probeBody: string;
+    clientEntropy: Buffer;
+    onChallenge: (report: FailureReport, res: HttpResponse) => CredentialedRequest;
+    failure: (report: FailureReport) => ProvisioningError;
+    /** Maps a transport failure of the credentialed request (the verdict was lost). */
+    onLostVerdict?: (err: unknown) => unknown;
+    logger?: Logger;
+  },
+): Promise<WebTicket> {
+  const post = (r: CredentialedRequest) =>
+    http.request({
+      method: "POST",
+      url: o.url,
+      headers: { ...SOAP_HEADERS, ...r.headers },
+      body: r.body,
+    });
+  const probe = await post({ body: o.probeBody });
+  if (probe.status === 200) {
+    o.logger?.info("web ticket issued without credentials", { url: o.url });
+    return parseRstr(probe.body, o.clientEntropy);
+  }
+  const challenge = readFailure(probe);
+  o.logger?.debug("web ticket port challenged", {
+    status: probe.status,
+    schemes: challengeSchemes(probe.headers),
+  });
+  const credentialed = o.onChallenge(challenge, probe);
+  let res: HttpResponse;
+  try {
+    res = await post(credentialed);
+  } catch (err) {
+    throw o.onLostVerdict ? o.onLostVerdict(err) : err;
+  }
+  return readTicketOrFail(res, o.clientEntropy, o.failure, o.logger);
+}
+
+/** One PIN sign-in attempt: probe, Basic challenge, then the PIN once. Never retried here. */
 export async function requestWebTicketWithPin(http: HttpClient, o: PinTicketOptions): Promise<WebTicket> {
   const clientEntropy = Buffer.from(o.random.bytes(ENTROPY_BYTES));
-  const credentials = Buffer.from(`${o.username}:${o.pin}`, "utf8").toString("base64");
+  const body = buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy });
   o.logger?.info("requesting web ticket", { url: o.portUrl, user: o.username });
-  return issueToken(http, {
+  return issueTokenAfterChallenge(http, {
     url: o.portUrl,
-    headers: { Authorization: `Basic ${credentials}` },
-    body: buildPinRst({ appliesTo: o.appliesTo, deviceId: o.deviceId, clientEntropy }),
+    probeBody: body,
     clientEntropy,
+    onChallenge: (challenge, res) => {
+      if (challenge.status === 404)
+        throw new ProvisioningError("pin-auth-disabled", "The PIN port does not exist on this server", {
+          status: 404,
+        });
+      if (challenge.status !== 401) throw pinFailure(challenge);
+      const schemes = challengeSchemes(res.headers);
+      if (schemes.length > 0 && !schemes.includes("basic"))
+        throw new ProvisioningError(
+          "pin-auth-disabled",
+          `The PIN port asks for ${schemes.join(", ")}, not Basic: PIN not sent`,
+          { status: 401 },
+        );
+      const credentials = Buffer.from(`${o.username}:${o.pin}`, "utf8").toString("base64");
+      return { headers: { Authorization: `Basic ${credentials}` }, body };
+    },
     failure: pinFailure,
+    onLostVerdict: (err) =>
+      err instanceof ProvisioningError && (err.code === "timeout" || err.code === "server-unreachable")
+        ? new ProvisioningError(
+            "sign-in-interrupted",
+            `The PIN was sent but no answer came back (${err.message}); not sent again`,
+            { cause: err },
+          )
+        : err,
     ...(o.logger ? { logger: o.logger } : {}),
   });
 }
 
+const SOAP_HEADERS = {
+  "Content-Type": "text/xml; charset=utf-8",
+  SOAPAction: `"${RST_ISSUE_ACTION}"`,
+} as const;
+
+function readTicketOrFail(
+  res: HttpResponse,
+  clientEntropy: Buffer,
+  failure: (report: FailureReport) => ProvisioningError,
+  logger: Logger | undefined,
+): WebTicket {
+  if (res.status !== 200) {
+    const err = failure(readFailure(res));
+    logger?.warn("web ticket refused", {
+      status: res.status,
+      code: err.code,
+      diagnosticId: err.diagnosticId,
+    });
+    throw err;
+  }
+  const ticket = parseRstr(res.body, clientEntropy);
+  logger?.info("web ticket issued", { user: ticket.nameIdentifier, expires: ticket.expires });
+  return ticket;
+}
+
 /**
- * POSTs an RST (IssueToken) to a web ticket port and parses the RSTR; any other answer is mapped
- * to a typed error by `failure` (the PIN and certificate ports read refusals differently).
+ * POSTs an RST (IssueToken) to a web ticket port once and parses the RSTR; any other answer is
+ * mapped to a typed error by `failure`. For a request whose credential needs no challenge.
  */
 export async function issueToken(
   http: HttpClient,
@@ -240,19 +376,8 @@ export async function issueToken(
   const res = await http.request({
     method: "POST",
     url: o.url,
-    headers: { "Content-Type": "text/xml; charset=utf-8", SOAPAction: `"${RST_ISSUE_ACTION}"`, ...o.headers },
+    headers: { ...SOAP_HEADERS, ...o.headers },
     body: o.body,
   });
-  if (res.status !== 200) {
-    const err = o.failure(readFailure(res));
-    o.logger?.warn("web ticket refused", {
-      status: res.status,
-      code: err.code,
-      diagnosticId: err.diagnosticId,
-    });
-    throw err;
-  }
-  const ticket = parseRstr(res.body, o.clientEntropy);
-  o.logger?.info("web ticket issued", { user: ticket.nameIdentifier, expires: ticket.expires });
-  return ticket;
+  return readTicketOrFail(res, o.clientEntropy, o.failure, o.logger);
 }

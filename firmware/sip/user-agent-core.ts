@@ -6,9 +6,13 @@
  * - Every request sent after the SA exists is signed.
  * - Every final response received is checked. A bad rspauth is fatal: the flow is dropped
  *   and `onSecurityFailure` reports it, so the registration re-authenticates from scratch.
- * - Unsigned final responses: a 401 (re-authentication) and a non-2xx to REGISTER are let
- *   through; a 2xx without Authentication-Info is a security failure ("rspauth-missing");
- *   any other unsigned final response is dropped and its transaction left to time out.
+ * - Unsigned final responses after the SA: a 401/407 and a non-2xx to REGISTER are let through
+ *   but marked "unsigned" (`signatureOf`), so the registration treats them as a hint at most
+ *   (a failed flow with normal backoff: never a redirect, a stored registrar, a sign-in or a
+ *   long Retry-After); a 2xx without Authentication-Info is a security failure
+ *   ("rspauth-missing"); any other unsigned final response is dropped and its transaction left
+ *   to time out. Every final response that reaches a transaction user carries a verdict:
+ *   "verified" (rspauth checked against the SA), "unsigned" (after the SA), "no-sa" (before).
  * - 1xx responses are never signed by Lync pools and are passed through.
  * - Requests from the server (NOTIFY, BENOTIFY, OPTIONS …) are checked like responses
  *   (unsigned or badly signed ones are dropped) and always answered, signed with our SA
@@ -72,7 +76,11 @@ export interface FlowActivity {
   lastWasPong: boolean;
 }
 
+/** Whether a received message was signed by the current SA (see the class comment). */
+export type SignatureVerdict = "verified" | "unsigned" | "no-sa";
+
 export class UserAgentCore {
+  private readonly verdicts = new WeakMap<SipMessage, SignatureVerdict>();
   private readonly transactions = new Map<string, NonInviteClientTransaction>();
   private sa: SecurityAssociation | undefined;
   private closed = false;
@@ -112,6 +120,11 @@ export class UserAgentCore {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** The signature verdict of a message this core delivered ("no-sa" for anything else). */
+  signatureOf(message: SipMessage): SignatureVerdict {
+    return this.verdicts.get(message) ?? "no-sa";
   }
 
   get securityAssociation(): SecurityAssociation | undefined {
@@ -223,6 +236,11 @@ export class UserAgentCore {
     }
     if (message.status >= 200 && this.sa && !this.checkSignature(message, this.mayBeUnsigned(message)))
       return;
+    // 1xx are never checked (Lync does not sign them), so they never count as verified.
+    this.verdicts.set(
+      message,
+      message.status >= 200 ? this.verdictFor(message) : this.sa ? "unsigned" : "no-sa",
+    );
     tx.receive(message);
   }
 
@@ -262,6 +280,13 @@ export class UserAgentCore {
     if (this.closed) return;
     this.noteSent();
     this.flow.send(res);
+  }
+
+  /** Called once checkSignature let the message through: with an SA, a signature means it verified. */
+  private verdictFor(message: SipMessage): SignatureVerdict {
+    if (!this.sa) return "no-sa";
+    const signed = header(message, "Authentication-Info") ?? header(message, "Proxy-Authentication-Info");
+    return signed ? "verified" : "unsigned";
   }
 
   private mayBeUnsigned(response: SipResponse): boolean {

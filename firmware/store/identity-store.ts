@@ -13,8 +13,9 @@
  * the canonical JSON (sorted keys, no whitespace) of `{generation, record}`. A file that does
  * not parse or whose digest does not match is corrupt and is never copied over a good one.
  *
- * save(): (1) if identity.json verifies, copy it atomically to identity.prev.json; (2) write
- * the new record atomically to identity.json with generation + 1. A power cut during (1)
+ * save(): (0) if identity.json verifies, is the newest and already holds this very record,
+ * write nothing; otherwise (1) if identity.json verifies, copy it atomically to
+ * identity.prev.json; (2) write the new record atomically to identity.json with generation + 1. A power cut during (1)
  * leaves identity.json intact; during (2) rename() leaves identity.json old or new and
  * identity.prev.json holds the old one. load() returns the verified generation with the
  * highest number, so whatever is cut short, the phone boots with the last or the new record.
@@ -270,6 +271,15 @@ function sameKey(publicPem: string, privatePem: string): boolean {
   }
 }
 
+/** Whether a verified file's bytes hold exactly `record` (canonical JSON of the stored record). */
+function sameStored(bytes: Buffer, record: IdentityRecord): boolean {
+  try {
+    return canonicalJson((JSON.parse(bytes.toString("utf8")) as Envelope).record) === canonicalJson(record);
+  } catch {
+    return false;
+  }
+}
+
 // ─── redaction ───────────────────────────────────────────────────────────────────────────
 
 /** A log-safe summary: no private key, no PEM bodies (certificates appear as fingerprints). */
@@ -385,7 +395,10 @@ export class IdentityStore {
     return this.serial(() => this.saveUnlocked(record));
   }
 
-  /** Read-modify-write of the current record (created on first boot), serialised. */
+  /**
+   * Read-modify-write of the current record (created on first boot), serialised. When `fn`
+   * returns the record unchanged, nothing is written (see saveUnlocked).
+   */
   update(fn: (r: IdentityRecord) => IdentityRecord): Promise<IdentityRecord> {
     return this.serial(async () => {
       const current = (await this.loadNewest())?.record ?? this.fresh();
@@ -505,6 +518,12 @@ export class IdentityStore {
     this.logger?.warn("corrupt identity generation moved aside", { file, aside, reason });
   }
 
+  /**
+   * Writes only when what flash holds would change: if identity.json verifies, is the newest
+   * generation and its stored record (as written, before any migration) is canonically equal
+   * to `record`, nothing is written. A registration or refresh that changes nothing therefore
+   * costs no flash wear and no rewrite of the file holding the private key.
+   */
   private async saveUnlocked(record: IdentityRecord): Promise<void> {
     validate(record);
     await this.fs.mkdirp(this.dir, DIR_MODE);
@@ -512,6 +531,8 @@ export class IdentityStore {
     for (const s of [main, prev])
       if (s && (s.status === "ok" || s.status === "too-new"))
         this.lastGeneration = Math.max(this.lastGeneration, s.generation);
+    if (main?.status === "ok" && main.generation === this.lastGeneration && sameStored(main.bytes, record))
+      return;
     if (main?.status === "ok") {
       // Keep the last good generation before replacing it (skip if it is already there).
       if (!(prev?.status === "ok" && prev.generation === main.generation))

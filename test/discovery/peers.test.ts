@@ -1,6 +1,8 @@
 /**
  * Real peers: dnsmasq answering the phone's DHCPINFORM on ports 67/68 across a veth pair between
- * two network namespaces this test creates (TEST-NET 192.0.2.0/24 inside them only), and chronyd
+ * two network namespaces this test creates (TEST-NET 192.0.2.0/24 inside them only) — once with
+ * a default route in the client namespace, once without one (issue 9 §5: a voice VLAN with no
+ * gateway, where 255.255.255.255 is ENETUNREACH and the INFORM must use 192.0.2.255) — and chronyd
  * serving NTP on a loopback port without touching the system clock.
  * Missing binaries or root: skipped with the reason, or failed when CI=true.
  */
@@ -65,129 +67,156 @@ async function waitFor<T>(
   }
 }
 
-describe("dnsmasq answers the phone's DHCPINFORM in network namespaces", () => {
-  const reason = missing([
-    [has("dnsmasq"), "dnsmasq not installed"],
-    [has("ip", "-V"), "iproute2 (ip) not installed"],
-    [isRoot, "needs root for network namespaces"],
-  ]);
-  const id = `${process.pid.toString(36)}${randomBytes(2).toString("hex")}`.slice(-8);
-  const nsS = `hsetS${id}`;
-  const nsC = `hsetC${id}`;
-  const vS = `hv0${id}`;
-  const vC = `hv1${id}`;
-  const dir = mkdtempSync(join(tmpdir(), "handset-dnsmasq-"));
-  let dnsmasq: ChildProcess | undefined;
-  let created = false;
+/** Runs `node --import tsx <args>` inside a namespace; resolves with exit code and output. */
+async function nodeInNamespace(
+  ns: string,
+  args: string[],
+): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d) => {
+    out += d;
+  });
+  child.stderr!.on("data", (d) => {
+    err += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return { code, out, err };
+}
 
-  beforeAll(async () => {
-    if (reason) return;
-    created = true;
-    sh(["netns", "add", nsS]);
-    sh(["netns", "add", nsC]);
-    sh(["link", "add", vS, "netns", nsS, "type", "veth", "peer", "name", vC, "netns", nsC]);
-    sh(["-n", nsS, "addr", "add", "192.0.2.1/24", "dev", vS]);
-    sh(["-n", nsC, "addr", "add", "192.0.2.20/24", "dev", vC]);
-    for (const [ns, dev] of [
-      [nsS, vS],
-      [nsS, "lo"],
-      [nsC, vC],
-      [nsC, "lo"],
-    ] as const)
-      sh(["-n", ns, "link", "set", dev, "up"]);
-    sh(["-n", nsC, "route", "add", "default", "dev", vC]); // 255.255.255.255 needs a route
-    const conf = join(dir, "dnsmasq.conf");
-    writeFileSync(
-      conf,
-      [
-        "port=0",
-        `interface=${vS}`,
-        "bind-interfaces",
-        "dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
-        "dhcp-authoritative",
-        `dhcp-leasefile=${join(dir, "leases")}`,
-        `pid-file=${join(dir, "dnsmasq.pid")}`,
-        "user=root",
-        "log-dhcp",
-        "dhcp-vendorclass=set:lync,MS-UC-Client",
-        'dhcp-option=vendor:MS-UC-Client,1,"MS-UC-Client"',
-        'dhcp-option=vendor:MS-UC-Client,2,"https"',
-        'dhcp-option=vendor:MS-UC-Client,3,"pool.lab.test"',
-        'dhcp-option=vendor:MS-UC-Client,4,"443"',
-        'dhcp-option=vendor:MS-UC-Client,5,"/CertProv/CertProvisioningService.svc"',
-        "dhcp-option=tag:lync,option:sip-server,sba.lab.test",
-        "dhcp-option=option:ntp-server,192.0.2.1",
-        "dhcp-option=option:time-offset,-18000",
-        "dhcp-option=option:domain-name,lab.test",
-        "",
-      ].join("\n"),
-    );
-    const log = join(dir, "dnsmasq.log");
-    writeFileSync(log, "");
-    dnsmasq = spawn("ip", ["netns", "exec", nsS, "dnsmasq", "-k", "-C", conf, `--log-facility=${log}`], {
-      stdio: "ignore",
+for (const defaultRoute of [true, false]) {
+  describe(`dnsmasq answers the phone's DHCPINFORM in network namespaces (${defaultRoute ? "with a default route" : "client has NO default route"})`, () => {
+    const reason = missing([
+      [has("dnsmasq"), "dnsmasq not installed"],
+      [has("ip", "-V"), "iproute2 (ip) not installed"],
+      [isRoot, "needs root for network namespaces"],
+    ]);
+    const id = `${process.pid.toString(36)}${randomBytes(2).toString("hex")}`.slice(-8);
+    const nsS = `hsetS${id}`;
+    const nsC = `hsetC${id}`;
+    const vS = `hv0${id}`;
+    const vC = `hv1${id}`;
+    const dir = mkdtempSync(join(tmpdir(), "handset-dnsmasq-"));
+    let dnsmasq: ChildProcess | undefined;
+    let created = false;
+
+    beforeAll(async () => {
+      if (reason) return;
+      created = true;
+      sh(["netns", "add", nsS]);
+      sh(["netns", "add", nsC]);
+      sh(["link", "add", vS, "netns", nsS, "type", "veth", "peer", "name", vC, "netns", nsC]);
+      sh(["-n", nsS, "addr", "add", "192.0.2.1/24", "dev", vS]);
+      sh(["-n", nsC, "addr", "add", "192.0.2.20/24", "dev", vC]);
+      for (const [ns, dev] of [
+        [nsS, vS],
+        [nsS, "lo"],
+        [nsC, vC],
+        [nsC, "lo"],
+      ] as const)
+        sh(["-n", ns, "link", "set", dev, "up"]);
+      // 255.255.255.255 needs a route; without one (no gateway on the VLAN) only 192.0.2.0/24 is reachable.
+      if (defaultRoute) sh(["-n", nsC, "route", "add", "default", "dev", vC]);
+      // os.networkInterfaces() lists the address only once the veth carrier is up.
+      await waitFor(
+        () =>
+          /LOWER_UP/.test(spawnSync("ip", ["-n", nsC, "-o", "link", "show", vC], { encoding: "utf8" }).stdout)
+            ? true
+            : undefined,
+        5000,
+        "the client link",
+      );
+      const conf = join(dir, "dnsmasq.conf");
+      writeFileSync(
+        conf,
+        [
+          "port=0",
+          `interface=${vS}`,
+          "bind-interfaces",
+          "dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
+          "dhcp-authoritative",
+          `dhcp-leasefile=${join(dir, "leases")}`,
+          `pid-file=${join(dir, "dnsmasq.pid")}`,
+          "user=root",
+          "log-dhcp",
+          "dhcp-vendorclass=set:lync,MS-UC-Client",
+          'dhcp-option=vendor:MS-UC-Client,1,"MS-UC-Client"',
+          'dhcp-option=vendor:MS-UC-Client,2,"https"',
+          'dhcp-option=vendor:MS-UC-Client,3,"pool.lab.test"',
+          'dhcp-option=vendor:MS-UC-Client,4,"443"',
+          'dhcp-option=vendor:MS-UC-Client,5,"/CertProv/CertProvisioningService.svc"',
+          "dhcp-option=tag:lync,option:sip-server,sba.lab.test",
+          "dhcp-option=option:ntp-server,192.0.2.1",
+          "dhcp-option=option:time-offset,-18000",
+          "dhcp-option=option:domain-name,lab.test",
+          "",
+        ].join("\n"),
+      );
+      const log = join(dir, "dnsmasq.log");
+      writeFileSync(log, "");
+      dnsmasq = spawn("ip", ["netns", "exec", nsS, "dnsmasq", "-k", "-C", conf, `--log-facility=${log}`], {
+        stdio: "ignore",
+      });
+      children.push(dnsmasq);
+      await waitFor(
+        () => (/DHCP, IP range/.test(readFileSync(log, "utf8")) ? true : undefined),
+        5000,
+        "dnsmasq",
+      );
     });
-    children.push(dnsmasq);
-    await waitFor(
-      () => (/DHCP, IP range/.test(readFileSync(log, "utf8")) ? true : undefined),
-      5000,
-      "dnsmasq",
-    );
-  });
 
-  afterAll(() => {
-    kill(dnsmasq);
-    if (created) {
-      for (const ns of [nsC, nsS]) spawnSync("ip", ["netns", "del", ns]);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
+    afterAll(() => {
+      kill(dnsmasq);
+      if (created) {
+        for (const ns of [nsC, nsS]) spawnSync("ip", ["netns", "del", ns]);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
 
-  it("gets the provisioning URL, the registrar and NTP over ports 67/68", async (ctx) => {
-    if (!guard(reason, (n) => ctx.skip(n))) return;
-    const child = spawn(
-      "ip",
-      [
-        "netns",
-        "exec",
-        nsC,
-        process.execPath,
-        "--import",
-        "tsx",
+    it("gets the provisioning URL, the registrar and NTP over ports 67/68", async (ctx) => {
+      if (!guard(reason, (n) => ctx.skip(n))) return;
+      const { code, out, err } = await nodeInNamespace(nsC, [
         "test/discovery/netns-inform-client.ts",
         vC,
         "6000",
-      ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    children.push(child);
-    let out = "";
-    let err = "";
-    child.stdout!.on("data", (d) => {
-      out += d;
+      ]);
+      expect(err).toBe("");
+      const r = JSON.parse(out.trim()) as Record<string, unknown>;
+      expect(r).toMatchObject({ ok: true });
+      expect(code).toBe(0);
+      expect(r).toMatchObject({
+        ok: true,
+        from: "192.0.2.1:67",
+        yiaddr: "0.0.0.0",
+        certProvUrl: "https://pool.lab.test:443/CertProv/CertProvisioningService.svc",
+        sipServers: ["sba.lab.test"],
+        sipServersEncoding: "fqdn",
+        ntpServers: ["192.0.2.1"],
+        timeOffsetS: -18000,
+        domain: "lab.test",
+        problems: [],
+      });
+      expect(r["vendor"]).toMatchObject({ identifier: "MS-UC-Client", port: 443 });
     });
-    child.stderr!.on("data", (d) => {
-      err += d;
-    });
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-    expect(err).toBe("");
-    const r = JSON.parse(out.trim()) as Record<string, unknown>;
-    expect(code).toBe(0);
-    expect(r).toMatchObject({
-      ok: true,
-      from: "192.0.2.1:67",
-      yiaddr: "0.0.0.0",
-      certProvUrl: "https://pool.lab.test:443/CertProv/CertProvisioningService.svc",
-      sipServers: ["sba.lab.test"],
-      sipServersEncoding: "fqdn",
-      ntpServers: ["192.0.2.1"],
-      timeOffsetS: -18000,
-      domain: "lab.test",
-      problems: [],
-    });
-    expect(r["vendor"]).toMatchObject({ identifier: "MS-UC-Client", port: 443 });
+
+    if (!defaultRoute)
+      it("really is such a link: a send to 255.255.255.255 fails there with ENETUNREACH", async (ctx) => {
+        if (!guard(reason, (n) => ctx.skip(n))) return;
+        const probe =
+          'const s=require("node:dgram").createSocket("udp4");s.bind(0,()=>{s.setBroadcast(true);' +
+          's.send(Buffer.alloc(1),67,"255.255.255.255",(e)=>{console.log(e?e.code:"sent");s.close();});});';
+        const child = spawnSync("ip", ["netns", "exec", nsC, process.execPath, "-e", probe], {
+          encoding: "utf8",
+        });
+        expect(child.stdout.trim()).toBe("ENETUNREACH");
+      });
   });
-});
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -15,6 +15,7 @@ import {
   serverRandomFromFlight,
   splitRecords,
 } from "../../firmware/sip/tls-dsk/records.ts";
+import { serverNeedsTls10 } from "../../firmware/sip/tls-dsk/version-fallback.ts";
 import { type IssuedCert, LabCa } from "../lab/ca.ts";
 import { FlightBridge, masterFromKeylog, opensslAvailable, type SServer, startSServer } from "./openssl.ts";
 
@@ -113,8 +114,35 @@ describe.skipIf(!haveOpenssl)(
       expect(r.flight1Records).toBeGreaterThan(1);
     });
 
-    it("Node engine, auto, against s_server limited to TLS 1.0 negotiates 1.0", async () => {
-      const r = await run("auto", ["-tls1", "-cipher", "AES128-SHA:AES256-SHA:@SECLEVEL=0"]);
+    it("auto against s_server limited to TLS 1.0: server flight 1 calls for the 1.0 profile", async () => {
+      // "auto" offers only TLS 1.2 (no @SECLEVEL=0); the registration falls back to a fresh 1.0
+      // handshake when server flight 1 shows a ServerHello < 1.2 or a protocol_version alert.
+      const server = await startSServer({ cert: srv.cert, key: srv.key, ca: ca.cert }, [
+        "-tls1",
+        "-cipher",
+        "AES128-SHA:AES256-SHA:@SECLEVEL=0",
+        "-Verify",
+        "1",
+      ]);
+      servers.push(server);
+      const bridge = await FlightBridge.connect(server.port);
+      const engine = createTlsDskEngine({
+        cert: cli.cert,
+        key: cli.key,
+        ca: [ca.cert],
+        targetname: TARGET,
+        innerTls: "auto",
+      });
+      try {
+        const flight1 = await bridge.exchange(await engine.start());
+        expect(serverNeedsTls10(flight1)).toBe(true);
+      } finally {
+        engine.destroy();
+        bridge.close();
+        server.stop();
+      }
+      // …and the 1.0 profile then agrees with s_server on the key material.
+      const r = await run("1.0", ["-tls1", "-cipher", "AES128-SHA:AES256-SHA:@SECLEVEL=0"]);
       expect(r.done.version).toBe("TLSv1");
       expect(r.done.keyMaterial.toString("hex")).toBe(r.expected.toString("hex"));
     });

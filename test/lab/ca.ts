@@ -113,9 +113,9 @@ export class LabCa {
     return { ...this.signPublicKey(kp.publicKey, spec), key: kp.privateKey };
   }
 
-  /** A TLS server certificate (SIP registrar, web services). */
+  /** A TLS server certificate (SIP registrar, web services), 398 days like a public CA's (CA/B Forum). */
   issueServer(commonName: string, dnsNames: string[], ips: string[] = ["127.0.0.1"]): Promise<IssuedCert> {
-    return this.issue({ commonName, dnsNames: [commonName, ...dnsNames], ips, serverAuth: true, days: 825 });
+    return this.issue({ commonName, dnsNames: [commonName, ...dnsNames], ips, serverAuth: true, days: 398 });
   }
 
   /** A user's client certificate, as the certificate provisioning service would issue it. */

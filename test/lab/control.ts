@@ -2,11 +2,13 @@
  * The lab's control endpoint: faults on demand for tests and for people driving the demo.
  * POST /registrar/{pool,sba}/{stop,start}, /registrar/{pool,sba}/fault?mode=bad-rspauth|
  * no-auth-info|none, /users/<extension>/revoke, /wan/cut (blackhole), /wan/reset (reset every
- * connection across the WAN once), /wan/restore, /wan/latency?ms=N (0–60000). GET /status.
+ * connection across the WAN once), /wan/restore, /wan/latency?ms=N (0–60000), /ntp/{stop,start}
+ * (the NTP server stops or resumes answering). GET /status.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { UserDirectory } from "./directory.ts";
+import type { NtpResponder } from "./ntp-responder.ts";
 import type { LabRegistrar } from "./registrar.ts";
 import type { WanLink } from "./wan-link.ts";
 
@@ -20,6 +22,7 @@ export async function startControl(o: {
   sba: LabRegistrar;
   directory: UserDirectory;
   wan?: WanLink;
+  ntp?: NtpResponder;
 }): Promise<LabControl> {
   const registrars: Record<string, LabRegistrar> = { pool: o.pool, sba: o.sba };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -65,6 +68,10 @@ export async function startControl(o: {
         latencyMs: wan.latencyMs,
         ...(reset === undefined ? {} : { reset }),
       });
+    }
+    if (parts[0] === "ntp" && o.ntp && parts.length === 2 && (parts[1] === "stop" || parts[1] === "start")) {
+      o.ntp.silent = parts[1] === "stop";
+      return answer(200, { ok: true, ntp: o.ntp.silent ? "silent" : "answering" });
     }
     if (parts[0] === "users" && parts[1] && parts[2] === "revoke") {
       const user = o.directory.byExtension(parts[1]);

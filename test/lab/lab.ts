@@ -155,7 +155,7 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     registrarFqdn: site === "branch" ? [names.sba, names.pool] : [home],
     ntp: ["127.0.0.1"],
   });
-  const control = await startControl({ pool, sba, directory, wan });
+  const control = await startControl({ pool, sba, directory, wan, ntp });
   const ready: LabReady = {
     event: "lab.ready",
     site,

@@ -1,7 +1,8 @@
 /**
  * The lab's NTP server: answers mode-3 requests with mode 4, echoing the client's transmit
  * timestamp as originate, with receive/transmit = system time + offsetMs. With `kissCode` it
- * answers every request with a Kiss-o'-Death (stratum 0, the code as reference id).
+ * answers every request with a Kiss-o'-Death (stratum 0, the code as reference id). While
+ * `silent` (the control endpoint's POST /ntp/stop) it answers nothing, as an unreachable server.
  */
 import { createSocket } from "node:dgram";
 
@@ -19,6 +20,8 @@ export interface NtpResponderOptions {
 export interface NtpResponder {
   address: string;
   answered(): number;
+  /** True: requests are dropped unanswered (the socket stays bound, the address stays the same). */
+  silent: boolean;
   stop(): Promise<void>;
 }
 
@@ -36,7 +39,9 @@ export async function startNtpResponder(o: NtpResponderOptions = {}): Promise<Nt
   const socket = createSocket("udp4");
   let answered = 0;
   const now = () => performance.timeOrigin + performance.now() + (o.offsetMs ?? 0);
+  const responder = { silent: false };
   socket.on("message", (msg, rinfo) => {
+    if (responder.silent) return;
     const received = now();
     if (msg.length < 48 || (msg[0]! & 7) !== 3) return;
     const version = (msg[0]! >> 3) & 7;
@@ -65,9 +70,9 @@ export async function startNtpResponder(o: NtpResponderOptions = {}): Promise<Nt
       resolve();
     });
   });
-  return {
+  return Object.assign(responder, {
     address: `${host}:${socket.address().port}`,
     answered: () => answered,
     stop: () => new Promise<void>((resolve) => socket.close(() => resolve())),
-  };
+  });
 }

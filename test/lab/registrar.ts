@@ -5,8 +5,11 @@
  * certificate from the lab CA that is published for the user, checks every signed request,
  * signs every final response, and can redirect (301, q=0.7 / q=0.3) like a Director.
  *
- * Fault switches (for the phone's negative tests) make it lie on purpose: a wrong rspauth,
- * or a 200 without Authentication-Info.
+ * Fault switches (for the phone's negative tests) make it lie on purpose: a wrong rspauth, a
+ * 200 without Authentication-Info, an unsigned (or signed) refusal of every authenticated
+ * REGISTER, a targetname its certificate does not carry, a tunnel certificate that is not its
+ * own, a tampered server Finished, hostile Expires values. A fatal framing error from the phone
+ * (bad Content-Length, oversize) closes the connection at once, as the phone does.
  *
  * Bindings ([MS-SIPREGE] §3.1.2.5.1): one per (AOR, +sip.instance) with its expiry; the 200's
  * presence-state says register-action="added" for a new binding and "refreshed" for an existing
@@ -34,15 +37,52 @@ import {
   setHeader,
 } from "../../firmware/sip/message/message.ts";
 import { serializeMessage } from "../../firmware/sip/message/serialize.ts";
+import { LAB_DIAGNOSTIC } from "../../firmware/sip/registration/diagnostics.ts";
 import type { TlsDskServerEngine } from "../../firmware/sip/tls-dsk/engine.ts";
 import { deriveTlsDskKeys } from "../../firmware/sip/tls-dsk/prf.ts";
 import { macAlgForCipher, SecurityAssociation } from "../../firmware/sip/tls-dsk/security-association.ts";
 import type { UserDirectory } from "./directory.ts";
 import { createLabServerEngine } from "./tls-dsk-server-engine.ts";
 
+/** Flips one byte in the middle of the last TLS record of a flight (the encrypted Finished). */
+function tamperLastRecord(flight: Buffer): Buffer {
+  const out = Buffer.from(flight);
+  let off = 0;
+  let last = -1;
+  while (off + 5 <= out.length) {
+    last = off;
+    off += 5 + out.readUInt16BE(off + 3);
+  }
+  if (last >= 0) {
+    const len = out.readUInt16BE(last + 3);
+    const at = last + 5 + Math.floor(len / 2);
+    out[at] = (out[at] as number) ^ 0x01;
+  }
+  return out;
+}
+
+/** A canned answer to authenticated REGISTERs (status, reason phrase, extra headers). */
+export interface CannedAnswer {
+  status: number;
+  reason?: string;
+  headers?: Array<[string, string]>;
+}
+
 export interface RegistrarFaults {
   badRspauth?: boolean;
   omitAuthenticationInfo?: boolean;
+  /** Answer every REGISTER whose signature verified with this, WITHOUT Authentication-Info. */
+  unsignedAfterSa?: CannedAnswer;
+  /** Answer every REGISTER whose signature verified with this, signed. */
+  signedRefusal?: CannedAnswer;
+  /** Challenge (and expect) this targetname instead of the FQDN in our certificate. */
+  targetname?: string;
+  /** Run the tunnelled handshake with this certificate instead of our own. */
+  innerCert?: { cert: string; key: string };
+  /** Flip a byte of the encrypted server Finished (last record of server flight 2). */
+  tamperServerFinished?: boolean;
+  /** Raw value for the 200's Expires header and Contact ;expires= (e.g. "0", "-5", "99999999999"). */
+  expiresHeader?: string;
 }
 
 export interface LabRegistrarOptions {
@@ -62,6 +102,8 @@ export interface LabRegistrarOptions {
   faults?: RegistrarFaults;
   /** Allow TLS 1.0 inner handshakes (older pools did). */
   innerMinVersion?: "TLSv1" | "TLSv1.2";
+  /** Highest inner TLS version; "TLSv1" makes an old pool that speaks only TLS 1.0 inside TLS-DSK. */
+  innerMaxVersion?: "TLSv1" | "TLSv1.2";
 }
 
 export interface RegistrarStats {
@@ -81,6 +123,8 @@ export interface RegistrarStats {
   signedAnswers: number;
   /** Answers to those that were unsigned or badly signed. */
   answerSignatureFailures: number;
+  /** Connections closed because the phone's bytes could not be framed. */
+  framingErrors: number;
 }
 
 /** The phone's final answer to a request the registrar sent it. */
@@ -130,6 +174,7 @@ export class LabRegistrar {
     serverRequests: 0,
     signedAnswers: 0,
     answerSignatureFailures: 0,
+    framingErrors: 0,
   };
   /** ms-keep-alive timeout= in the 200 (seconds). */
   keepAliveS: number;
@@ -231,7 +276,7 @@ export class LabRegistrar {
     method: string,
     extra: Array<[string, string]> = [],
     body = "",
-    opts: { timeoutMs?: number; unbind?: boolean } = {},
+    opts: { timeoutMs?: number; unbind?: boolean; unsigned?: boolean } = {},
   ): Promise<ServerRequestAnswer | undefined> {
     const answers: Array<Promise<ServerRequestAnswer | undefined>> = [];
     for (const conn of this.conns) {
@@ -253,7 +298,7 @@ export class LabRegistrar {
         ],
         body,
       );
-      this.sign(b.sa, req);
+      if (!opts.unsigned) this.sign(b.sa, req);
       this.stats.serverRequests++;
       answers.push(
         new Promise<ServerRequestAnswer | undefined>((resolve) => {
@@ -273,6 +318,17 @@ export class LabRegistrar {
       conn.socket.write(serializeMessage(req));
     }
     return answers.length > 0 ? answers[0] : undefined;
+  }
+
+  /** Writes raw bytes on every connection where `aor` is registered (framing tests); returns how many. */
+  sendRawToUser(aor: string, bytes: string | Buffer): number {
+    let n = 0;
+    for (const conn of this.conns) {
+      if (!conn.binding || !sameUri(conn.binding.aor, aor) || conn.socket.destroyed) continue;
+      conn.socket.write(bytes);
+      n++;
+    }
+    return n;
   }
 
   private onConnection(socket: tls.TLSSocket): void {
@@ -298,7 +354,12 @@ export class LabRegistrar {
         } else if (ev.type === "message" && ev.message.kind === "request") {
           void this.onRequest(socket, conn, ev.message).catch(() => socket.destroy());
         } else if (ev.type === "message" && ev.message.kind === "response") this.onResponse(conn, ev.message);
-        else if (ev.type === "error" && ev.error.code === "sip-too-large") socket.destroy();
+        else if (ev.type === "error" && framer.failed) {
+          // Fatal framing error (bad Content-Length, oversize): the stream cannot be trusted.
+          this.stats.framingErrors++;
+          socket.destroy();
+          return;
+        }
       }
     });
   }
@@ -346,8 +407,13 @@ export class LabRegistrar {
     return response(status, reason, headers);
   }
 
+  /** The targetname we challenge with (our FQDN unless a fault says otherwise). */
+  private get targetname(): string {
+    return this.faults.targetname ?? this.o.fqdn;
+  }
+
   private challenge(req: SipRequest): SipResponse {
-    const t = this.o.fqdn;
+    const t = this.targetname;
     const tlsDsk: Array<[string, string, boolean?]> = [
       ["realm", REALM],
       ["targetname", t],
@@ -383,12 +449,17 @@ export class LabRegistrar {
     } catch {
       return send(this.reply(req, 400, "Bad Authorization header"));
     }
-    if (params.get("realm") !== REALM || params.get("targetname") !== this.o.fqdn)
+    if (params.get("realm") !== REALM || params.get("targetname") !== this.targetname)
       return send(this.challenge(req));
     const gssapi = params.get("gssapi-data");
     if (gssapi !== undefined) return send(await this.handshake(conn, req, params, gssapi));
     const auth = this.verify(conn, req);
     if (!auth) return send(this.challenge(req));
+    const canned = this.faults.unsignedAfterSa ?? this.faults.signedRefusal;
+    if (canned) {
+      const m = this.reply(req, canned.status, canned.reason ?? "Refused", canned.headers ?? []);
+      return send(this.faults.unsignedAfterSa ? m : this.sign(auth.sa, m));
+    }
     const from = parseNameAddr(header(req, "From") ?? "");
     if (!this.o.directory.isPublished(from.uri, auth.clientCertPem)) {
       const revoked = this.o.directory.isRevoked(from.uri, auth.clientCertPem);
@@ -398,9 +469,11 @@ export class LabRegistrar {
           this.reply(req, 403, "Forbidden", [
             [
               "ms-diagnostics",
+              // Lab-private ErrorIds (firmware/sip/registration/diagnostics.ts LAB_DIAGNOSTIC):
+              // [MS-OCER] has none for this, and 1010/1012 mean other things there.
               revoked
-                ? '1012;reason="Certificate has been revoked"'
-                : '1010;reason="Certificate is not published for this user"',
+                ? `${LAB_DIAGNOSTIC.certificateRevoked};reason="Certificate has been revoked";source="${this.o.fqdn}"`
+                : `${LAB_DIAGNOSTIC.certificateNotPublished};reason="Certificate is not published for this user";source="${this.o.fqdn}"`,
             ],
           ]),
         ),
@@ -418,6 +491,10 @@ export class LabRegistrar {
     }
     const expiresReq = Number.parseInt(header(req, "Expires") ?? "", 10);
     const expires = expiresReq === 0 ? 0 : (this.o.expires ?? 7200);
+    const expiresShown =
+      expiresReq !== 0 && this.faults.expiresHeader !== undefined
+        ? this.faults.expiresHeader
+        : String(expires);
     if (expires > 0) this.stats.registered++;
     const contact = header(req, "Contact") ?? "";
     const action = this.bind(conn, from.uri, contact, expires, auth.sa);
@@ -425,8 +502,8 @@ export class LabRegistrar {
       this.sign(
         auth.sa,
         this.reply(req, 200, "OK", [
-          ["Contact", `${contact};expires=${expires}`],
-          ["Expires", String(expires)],
+          ["Contact", `${contact};expires=${expiresShown}`],
+          ["Expires", expiresShown],
           ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.keepAliveS}`],
           ["presence-state", this.presenceFor(action)],
           [
@@ -489,10 +566,11 @@ export class LabRegistrar {
       opaque = randomBytes(4).toString("hex").toUpperCase();
       pending = {
         engine: createLabServerEngine({
-          cert: this.o.cert,
-          key: this.o.key,
+          cert: this.faults.innerCert?.cert ?? this.o.cert,
+          key: this.faults.innerCert?.key ?? this.o.key,
           ca: [this.o.ca],
           minVersion: this.o.innerMinVersion ?? "TLSv1",
+          ...(this.o.innerMaxVersion ? { maxVersion: this.o.innerMaxVersion } : {}),
         }),
         realm: REALM,
       };
@@ -508,7 +586,7 @@ export class LabRegistrar {
         const { clientKey, serverKey } = deriveTlsDskKeys(step.done.keyMaterial);
         const sa = new SecurityAssociation({
           realm: REALM,
-          targetname: this.o.fqdn,
+          targetname: this.targetname,
           opaque: id,
           version: 4,
           clientKey,
@@ -518,10 +596,11 @@ export class LabRegistrar {
         });
         conn.sas.set(id, { sa, clientCertPem: step.done.peerCertificatePem });
       }
+      const token = step.done && this.faults.tamperServerFinished ? tamperLastRecord(step.token) : step.token;
       const challenge: Array<[string, string, boolean?]> = [
         ["opaque", id],
-        ["gssapi-data", step.token.toString("base64")],
-        ["targetname", this.o.fqdn],
+        ["gssapi-data", token.toString("base64")],
+        ["targetname", this.targetname],
         ["realm", REALM],
         ["version", "4", false],
       ];

@@ -11,6 +11,9 @@
  *   POST /WebTicket/WebTicketService.svc/Cert             certificate-authenticated RST
  *   POST /CertProv/CertProvisioningService.svc/WebTicket_Proof   GetAndPublishCert
  *   GET  /WebTicket/Issuer/?purpose=proof                 harmless 200, empty body (unexplained, §1.3)
+ * `challenge: "first"` makes the web ticket ports insist on an unauthenticated request (and its
+ * challenge) before credentials, as a real pool's IIS log shows phones doing (web-ticket-service.ts).
+ * `requests` is the lab's IIS log: method, path, the Basic user name or "-", status.
  * Every response carries X-MS-Server-Fqdn; mex responses set an affinity cookie, and request
  * cookies are accepted and ignored. HTTP keep-alive is on.
  */
@@ -22,7 +25,12 @@ import type { LabCa } from "./ca.ts";
 import { CertProvisioningService } from "./cert-provisioning-service.ts";
 import type { UserDirectory } from "./directory.ts";
 import { child, NS, parseXml, SoapReject, sameEndpoint, soap12Fault, text, URI } from "./soap.ts";
-import { type LabResponse, type WebServiceStats, WebTicketService } from "./web-ticket-service.ts";
+import {
+  type ChallengeMode,
+  type LabResponse,
+  type WebServiceStats,
+  WebTicketService,
+} from "./web-ticket-service.ts";
 import { certProvWsdl, mexResponse, webTicketWsdl } from "./wsdl.ts";
 
 export interface WebServicesOptions {
@@ -46,6 +54,8 @@ export interface WebServicesOptions {
   strict?: { requireWsaHeaders?: boolean };
   /** Optional E.164 phone numbers per extension, accepted as PIN login names (with or without "+"). */
   phoneNumbers?: Record<string, string>;
+  /** "on-demand" (default) or "first": see web-ticket-service.ts. */
+  challenge?: ChallengeMode;
   /** Listen port (default 0 = ephemeral) and host (default 127.0.0.1). */
   port?: number;
   host?: string;
@@ -56,10 +66,28 @@ export interface WebServices {
   certProvUrl: string;
   webTicketUrl: string;
   stats: WebServiceStats;
+  /** The IIS-style request log (last 1000 requests). */
+  requests: IisLogEntry[];
   setReachable(up: boolean): void;
   /** Administrator action (Unlock-CsClientPin): clears the failure counter for a login. */
   unlockPin(login: string): void;
   stop(): Promise<void>;
+}
+
+export interface IisLogEntry {
+  method: string;
+  path: string;
+  /** The Basic user name, as IIS logs it; "-" for a request without one. */
+  user: string;
+  status: number;
+}
+
+function basicUser(auth: string | undefined): string {
+  const m = typeof auth === "string" ? /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(auth) : null;
+  if (!m) return "-";
+  const decoded = Buffer.from(m[1]!, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  return colon < 0 ? "-" : decoded.slice(0, colon) || "-";
 }
 
 const CERTPROV_PATH = "/CertProv/CertProvisioningService.svc";
@@ -74,7 +102,10 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
     ticketsIssued: 0,
     certsIssued: 0,
     proofFailures: 0,
+    challenges: 0,
+    preemptiveIgnored: 0,
   };
+  const requests: IisLogEntry[] = [];
   const sockets = new Set<Socket>();
   let reachable = true;
   const server = https.createServer({ cert: serverCert.cert, key: serverCert.key, keepAlive: true });
@@ -115,6 +146,7 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
     clockSkewS,
     now,
     phoneNumbers: o.phoneNumbers,
+    challenge: o.challenge,
     stats,
   });
   const certProv = new CertProvisioningService({
@@ -271,6 +303,13 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
           body: `lab internal error: ${(e as Error).message}`,
         };
       }
+      requests.push({
+        method: req.method ?? "GET",
+        path: new URL(req.url ?? "/", baseUrl).pathname,
+        user: basicUser(req.headers.authorization),
+        status: r.status,
+      });
+      if (requests.length > 1000) requests.shift();
       send(res, r);
     });
   });
@@ -280,6 +319,7 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
     certProvUrl,
     webTicketUrl,
     stats,
+    requests,
     setReachable(up: boolean) {
       reachable = up;
       if (!up) for (const s of sockets) s.destroy();

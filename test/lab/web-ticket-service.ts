@@ -9,6 +9,18 @@
  *   without "+"), password = PIN. Failures counted per login name; lock after maxLogonAttempts.
  * - WebTicketServiceCert (`/Cert`): WS-Security X.509 token, see below.
  *
+ * Challenge modes (`challenge`):
+ * - "on-demand" (default): credentials are accepted on the first request; a request without them
+ *   is answered with the challenge (PIN port: 401 Basic; /Cert: 500 28020 "no valid token").
+ * - "first": the order a real phone follows in a real pool's IIS log is enforced. Each sign-in
+ *   (keyed by the RST's Context, the device id) must begin with a request WITHOUT credentials,
+ *   answered by the challenge (PIN port: 401 `WWW-Authenticate: Basic realm ="LYNC"`; /Cert: 401
+ *   with X-Ms-diagnostics 28020 and no WWW-Authenticate, since its credential is in the message).
+ *   Credentials sent before that challenge are ignored, not counted as a PIN failure, and
+ *   answered with the challenge again. After the challenge the next credentialed request from
+ *   that device gets the verdict (within 5 minutes); the one after needs a new challenge.
+ *   That the /Cert port answers a missing token with a 401 is our choice (UNCONFIRMED).
+ *
  * RSTR(C) shape we emit (SYNTHETIC: no capture of a real one exists, §5):
  * ```
  * <s:Envelope xmlns:s="…soap/envelope/"><s:Body>
@@ -93,12 +105,18 @@ export interface LabRequest {
   body: string;
 }
 
+export type ChallengeMode = "on-demand" | "first";
+
 export interface WebServiceStats {
   mexRequests: number;
   pinFailures: number;
   ticketsIssued: number;
   certsIssued: number;
   proofFailures: number;
+  /** Challenges sent (401 / "no token" answers to requests without credentials). */
+  challenges: number;
+  /** Credentialed requests ignored because no challenge came first ("first" mode). */
+  preemptiveIgnored: number;
 }
 
 export interface IssuedTicket {
@@ -128,8 +146,13 @@ export interface WebTicketServiceOptions {
   now: () => number;
   /** Optional E.164 numbers per extension, e.g. {"4711": "+14255550100"}. */
   phoneNumbers?: Record<string, string> | undefined;
+  /** Default "on-demand"; see the file header. */
+  challenge?: ChallengeMode | undefined;
   stats: WebServiceStats;
 }
+
+/** How long a challenge stays good for the device's next credentialed request ("first" mode). */
+const CHALLENGE_TTL_MS = 5 * 60_000;
 
 const SOAP11_CONTENT_TYPE = "text/xml; charset=utf-8";
 const CLIENT_ENTROPY_BYTES = 32;
@@ -160,8 +183,38 @@ interface ParsedRst {
 export class WebTicketService {
   readonly tickets = new Map<string, IssuedTicket>();
   private readonly failures = new Map<string, number>();
+  /** "first" mode: device id (RST Context) → when it was last challenged. */
+  private readonly challenged = new Map<string, number>();
 
   constructor(private readonly o: WebTicketServiceOptions) {}
+
+  private get challengeFirst(): boolean {
+    return this.o.challenge === "first";
+  }
+
+  /** The RST's Context attribute (the device id); "" when there is none. */
+  private contextOf(req: LabRequest): string {
+    return /<(?:[\w-]+:)?RequestSecurityToken\b[^>]*\sContext="([^"]*)"/.exec(req.body)?.[1] ?? "";
+  }
+
+  private noteChallenge(req: LabRequest): void {
+    this.o.stats.challenges++;
+    if (this.challengeFirst) this.challenged.set(this.contextOf(req), this.o.now());
+  }
+
+  /**
+   * "first" mode: true when this device was challenged (recently) before sending credentials;
+   * consumes the challenge. Always true in "on-demand" mode.
+   */
+  private takeChallenge(req: LabRequest): boolean {
+    if (!this.challengeFirst) return true;
+    const key = this.contextOf(req);
+    const at = this.challenged.get(key);
+    this.challenged.delete(key);
+    if (at !== undefined && this.o.now() - at <= CHALLENGE_TTL_MS) return true;
+    this.o.stats.preemptiveIgnored++;
+    return false;
+  }
 
   /** WebTicketServiceWinNegotiate: the lab cannot do Windows auth. */
   handleNegotiate(): LabResponse {
@@ -181,7 +234,10 @@ export class WebTicketService {
   handlePin(req: LabRequest): LabResponse {
     const auth = req.headers.authorization;
     const m = typeof auth === "string" ? /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(auth) : null;
-    if (!m) return this.basicChallenge();
+    if (!m || !this.takeChallenge(req)) {
+      this.noteChallenge(req);
+      return this.basicChallenge();
+    }
     const decoded = Buffer.from(m[1]!, "base64").toString("utf8");
     const colon = decoded.indexOf(":");
     if (colon < 0) return this.basicChallenge();
@@ -212,7 +268,11 @@ export class WebTicketService {
       doc = parseXml(req.body);
       const header = path(doc.documentElement!, [NS.soap11, "Header"]);
       const security = header && child(header, NS.wsse, "Security");
-      if (!security) throw new SoapReject("no wsse:Security header");
+      if (!security || !this.takeChallenge(req)) {
+        this.noteChallenge(req);
+        if (this.challengeFirst) return this.tokenChallenge();
+        throw new SoapReject("no wsse:Security header");
+      }
       const user = this.verifyX509Security(security);
       return this.issueFromRst(req, user, "x509", doc);
     } catch (e) {
@@ -241,6 +301,23 @@ export class WebTicketService {
       status: 401,
       // The odd space before "=" is what real pools send (§3.1).
       headers: { "WWW-Authenticate": 'Basic realm ="LYNC"', "Content-Type": "text/html; charset=utf-8" },
+      body: html("401 - Unauthorized: Access is denied due to invalid credentials."),
+    };
+  }
+
+  /** "first" mode, /Cert: a 401 asking for a token (no HTTP scheme: the credential is in the message). */
+  private tokenChallenge(): LabResponse {
+    return {
+      status: 401,
+      headers: {
+        "X-Ms-diagnostics": xMsDiagnostics(
+          28020,
+          this.o.fqdn,
+          DIAG_NO_VALID_TOKEN,
+          "wsse:FailedAuthentication",
+        ),
+        "Content-Type": "text/html; charset=utf-8",
+      },
       body: html("401 - Unauthorized: Access is denied due to invalid credentials."),
     };
   }

@@ -250,7 +250,7 @@ describe("failure screens", () => {
     await r.bootToSignIn();
     r.keys.type("4711#1234#");
     await flush();
-    expect(r.display.text).toEqual(["Check date/time", "Retry in 1s", "Failed", "Menu         #=Retry"]);
+    expect(r.display.text).toEqual(["Time not set", "Retry in 1s", "Failed", "Menu         #=Retry"]);
     r.clock.advance(1_000);
     await flush();
     expect(r.services.calls).toEqual([
@@ -272,16 +272,26 @@ describe("failure screens", () => {
     ]);
   });
 
-  it("time not set: 'Time not set', then sets the clock again", async () => {
+  it("SNTP unanswered: goes on with the saved floor, retries SNTP in the background", async () => {
     const r = started();
-    r.services.clockScript = [new HandsetError("clock-unset", "no SNTP answer")];
+    r.services.clockScript = [
+      new HandsetError("clock-unset", "no SNTP answer"),
+      new HandsetError("clock-unset", "no SNTP answer"),
+    ];
     r.phone.start();
     await flush();
-    expect(r.display.text).toEqual(["Time not set", "Retry in 1s", "Failed", "Menu         #=Retry"]);
-    expect(r.indicators.status.state).toBe("blink");
-    r.clock.advance(1_000);
+    // Not blocked on the clock: the sign-in form shows while SNTP is retried.
+    expect(r.states()).toEqual(["booting", "discovering", "sign-in-required"]);
+    expect(r.events).toContainEqual({ event: "error", code: "clock-unset", message: "no SNTP answer" });
+    r.clock.advance(5_000); // first background retry: 2.5–5 s
     await flush();
-    expect(r.services.calls).toEqual(["discover", "setClock", "setClock", "identity"]);
+    expect(r.services.calls).toEqual(["discover", "setClock", "identity", "setClock"]);
+    r.clock.advance(10_000); // the second: 5–10 s later, and it answers
+    await flush();
+    expect(r.services.calls).toEqual(["discover", "setClock", "identity", "setClock", "setClock"]);
+    r.clock.advance(3_600_000); // no more once set
+    await flush();
+    expect(r.services.calls.filter((c) => c === "setClock")).toHaveLength(3);
     expect(r.phone.state).toBe("sign-in-required");
   });
 

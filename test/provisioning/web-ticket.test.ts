@@ -62,7 +62,11 @@ describe("requestWebTicketWithPin (digest §3.1, §4, §5)", () => {
       pin: "1234",
       random: new SeededRandom(7),
     });
-    const [req] = pool.requests;
+    // First the RST without credentials (the pool's 401 Basic challenge), then the same with them.
+    const [probe, req] = pool.requests;
+    expect(pool.requests).toHaveLength(2);
+    expect(probe?.headers?.["Authorization"]).toBeUndefined();
+    expect(probe?.body).toBe(req?.body);
     expect(req?.method).toBe("POST");
     expect(req?.url).toBe(PIN_PORT);
     expect(req?.headers?.["SOAPAction"]).toBe('"http://docs.oasis-open.org/ws-sx/ws-trust/200512/RST/Issue"');
@@ -135,7 +139,9 @@ describe("requestWebTicketWithPin (digest §3.1, §4, §5)", () => {
       reason: "The pin is invalid.",
       status: 401,
     });
-    expect(pool.requests).toHaveLength(1);
+    // The unauthenticated probe, then the PIN exactly once.
+    expect(pool.requests).toHaveLength(2);
+    expect(pool.requests.filter((r) => r.headers?.["Authorization"])).toHaveLength(1);
     expect(String((err as Error).message)).not.toContain("9999");
   });
 
@@ -148,7 +154,8 @@ describe("requestWebTicketWithPin (digest §3.1, §4, §5)", () => {
     await expect(
       requestWebTicketWithPin(bare, { ...base, username: "1", pin: "2", random: new SeededRandom(1) }),
     ).rejects.toMatchObject({ code: "invalid-pin" });
-    expect(warn.calls + bare.calls).toBe(2);
+    // Each: the probe (its 401 is a challenge, not a verdict), then the credentials once.
+    expect(warn.calls + bare.calls).toBe(4);
   });
 
   it("maps a lockout to account-locked", async () => {

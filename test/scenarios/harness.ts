@@ -14,8 +14,8 @@ import { ClockService } from "../../firmware/discovery/clock-service.ts";
 import type { DiscoveryResult, PhoneServices, RegistrationStatus } from "../../firmware/phone/services.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { tlsFlowConnector } from "../../firmware/platform/tls-flow.ts";
-import type { FlowConnector } from "../../firmware/sip/flow.ts";
-import { header, type SipMessage } from "../../firmware/sip/message/message.ts";
+import type { Flow, FlowConnector } from "../../firmware/sip/flow.ts";
+import { header, response, type SipMessage } from "../../firmware/sip/message/message.ts";
 import { type Lab, phoneNetwork } from "../lab/lab.ts";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -87,14 +87,18 @@ export async function signedInStore(lab: Lab): Promise<string> {
 export async function makeRig(
   lab: Lab,
   storeDir: string,
-  over: { failbackProbeMs?: number } = {},
+  over: {
+    failbackProbeMs?: number;
+    /** Wraps the phone's SIP/TLS connector (e.g. to make one registrar refuse REGISTER). */
+    wrapConnect?: (connect: FlowConnector) => FlowConnector;
+  } = {},
 ): Promise<Rig> {
   const clock = new ManualClock(Date.now());
   const logs: LogRecord[] = [];
   const random = new CryptoRandom();
   const watch = wireWatch([lab.ca.cert]);
   const services = createPhoneServices({
-    connect: watch.connect,
+    connect: over.wrapConnect ? over.wrapConnect(watch.connect) : watch.connect,
     config: {
       ...phoneNetwork(lab.ready),
       failbackProbeMs: over.failbackProbeMs ?? 60_000,
@@ -195,3 +199,45 @@ export async function pass(
 }
 
 export const isUp = (s: RegistrationStatus) => s.state === "registered" || s.state === "limited";
+
+/** While `refusing()`, every REGISTER on a flow to `target` is answered 503 locally (TLS is real). */
+export function refuseRegister(target: () => string, refusing: () => boolean, seen: { refused: number }) {
+  return (connect: FlowConnector): FlowConnector =>
+    async (t) => {
+      const flow = await connect(t);
+      if (`${t.host}:${t.port}` !== target()) return flow;
+      const listeners: Array<(m: SipMessage) => void> = [];
+      const wrapped: Flow = {
+        get remote() {
+          return flow.remote;
+        },
+        local: flow.local,
+        peerCertificatePem: flow.peerCertificatePem,
+        sendPing: () => flow.sendPing(),
+        close: () => flow.close(),
+        onPong: (l) => flow.onPong(l),
+        onClose: (l) => flow.onClose(l),
+        onMessage: (l) => {
+          listeners.push(l);
+          flow.onMessage(l);
+        },
+        send: (m) => {
+          if (m.kind !== "request" || m.method !== "REGISTER" || !refusing()) return flow.send(m);
+          seen.refused++;
+          const copy = (n: string) => m.headers.filter((h) => h.name.toLowerCase() === n.toLowerCase());
+          const r = response(503, "Service Unavailable", [
+            ...copy("Via").map((h): [string, string] => ["Via", h.value]),
+            ["From", header(m, "From") ?? ""],
+            ["To", `${header(m, "To") ?? ""};tag=refusing`],
+            ["Call-ID", header(m, "Call-ID") ?? ""],
+            ["CSeq", header(m, "CSeq") ?? ""],
+            ["Content-Length", "0"],
+          ]);
+          setImmediate(() => {
+            for (const l of listeners) l(r);
+          });
+        },
+      };
+      return wrapped;
+    };
+}

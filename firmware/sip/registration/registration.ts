@@ -17,6 +17,14 @@
  * "fixed" → `failed` "binding-lost"; a NOTIFY registration-notify `deregistered;event=<reason>`
  * → answered 200 (signed by the core), then `failed` "deregistered" with `reason` and, when
  * given, `preferredRegistrar`.
+ *
+ * Trust (issue 9 §2): after the SA exists, only answers whose signature verified can redirect,
+ * refuse our certificate (sign-in) or set a Retry-After; an unsigned refusal becomes
+ * `failed` "unsigned-rejection" (the flow is dropped, the policy backs off normally). Refusals
+ * are typed (RegistrarRefusal: status, ms-diagnostics ErrorId meaning, verified), never read
+ * from text. The tunnel is bound to the flow (channel-binding.ts) and "auto" falls back from the
+ * 1.2 to the 1.0 profile once per flow (version-fallback.ts). Server durations are clamped where
+ * parsed (limits.ts): Expires [60 s, 24 h], Retry-After [30 s, 1 h], keep-alive [10 s, 10 min].
  */
 import type { Clock, TimerHandle } from "../../core/clock.ts";
 import { AuthError, type HandsetError, RegistrationError, TransportError } from "../../core/errors.ts";
@@ -34,12 +42,29 @@ import {
   type SipResponse,
   setHeader,
 } from "../message/message.ts";
+import { checkInnerCertificate, checkTargetname } from "../tls-dsk/channel-binding.ts";
 import type { InnerTls, TlsDskClientEngine, TlsDskClientOptions } from "../tls-dsk/engine.ts";
 import { deriveTlsDskKeys } from "../tls-dsk/prf.ts";
+import { certificatesFromFlight } from "../tls-dsk/records.ts";
 import { macAlgForCipher, SecurityAssociation } from "../tls-dsk/security-association.ts";
+import { initialInnerTls, serverNeedsTls10 } from "../tls-dsk/version-fallback.ts";
 import type { NonInviteClientTransaction } from "../transaction/non-invite-client.ts";
 import type { RequestAnswer, UserAgentCore } from "../user-agent-core.ts";
+import {
+  type DiagnosticMeaning,
+  diagnosticMeaning,
+  firstDiagnostic,
+  type MsDiagnostic,
+  refusesCertificate,
+} from "./diagnostics.ts";
 import { FlowLiveness, livenessTiming } from "./flow-liveness.ts";
+import {
+  EXPIRES_RANGE_S,
+  KEEP_ALIVE_RANGE_S,
+  OnceReporter,
+  parseSeconds,
+  RETRY_AFTER_RANGE_S,
+} from "./limits.ts";
 import { buildRegister, domainOf, type EndpointIdentity, USER_AGENT } from "./register-request.ts";
 
 export interface ClientCredentials {
@@ -72,7 +97,51 @@ export interface RegistrationOptions {
   probeIntervalMs?: number;
   /** Time (ms) a probe has to be answered (any input counts); default 10 000. */
   probeTimeoutMs?: number;
+  /** Reports out-of-range server values once; share one across registrations to log once per phone. */
+  rangeReporter?: OnceReporter;
 }
+
+/**
+ * The registrar refused the registration (a final non-2xx). Decisions rest on `status`,
+ * `meaning` (from the ms-diagnostics ErrorId table) and `verified`, never on the message text.
+ * - `verified`: the refusal carried a signature that verified against the SA.
+ * - code "unsigned-rejection": an unsigned answer after the SA existed; at most a hint, so
+ *   `meaning` is "unknown" whatever it claimed, and the policy treats it as a failed flow.
+ */
+export class RegistrarRefusal extends RegistrationError {
+  readonly status: number;
+  readonly diagnostic: MsDiagnostic | undefined;
+  readonly meaning: DiagnosticMeaning;
+  readonly verified: boolean;
+
+  constructor(
+    code: string,
+    message: string,
+    o: { status: number; diagnostic?: MsDiagnostic; meaning: DiagnosticMeaning; verified: boolean },
+  ) {
+    super(code, message);
+    this.status = o.status;
+    this.diagnostic = o.diagnostic;
+    this.meaning = o.meaning;
+    this.verified = o.verified;
+  }
+}
+
+/**
+ * True when the registrar refused our certificate (not published / revoked, by ErrorId) in an
+ * answer we may act on: signed by the SA, or sent before any SA existed (the outer TLS then is
+ * all there is). Never for an unsigned answer after the SA.
+ */
+export function isCertificateRefusal(error: HandsetError): boolean {
+  return (
+    error instanceof RegistrarRefusal &&
+    error.code !== "unsigned-rejection" &&
+    refusesCertificate(error.meaning)
+  );
+}
+
+/** Refresh never sooner than 90 % of the 60 s Expires floor, so a clamped Expires cannot spin. */
+const MIN_REFRESH_S = 0.9 * EXPIRES_RANGE_S.min;
 
 /** The registrar wants a certificate we do not have: sign in at `stsUri` (certificate provisioning). */
 export class CertificateRequiredError extends AuthError {
@@ -104,6 +173,8 @@ export type RegistrationEvent =
   | {
       type: "failed";
       error: HandsetError;
+      /** The failure rests on an answer whose signature verified against the SA. */
+      verified?: boolean;
       retryAfterS?: number;
       stsUri?: string;
       /** error.code "deregistered": the registration-notify event (unregistered, rejected, …). */
@@ -167,8 +238,16 @@ export class Registration {
   private bound = false;
   private readonly inFlight = new Set<NonInviteClientTransaction>();
   private readonly liveness: FlowLiveness;
+  private readonly ranges: OnceReporter;
+  /** The inner-TLS profile in use on this flow ("auto" starts at 1.2, may fall back once to 1.0). */
+  private innerTls: "1.2" | "1.0";
+  private fellBack = false;
+  /** Server flights seen in the current handshake. */
+  private serverFlights = 0;
 
   constructor(private readonly o: RegistrationOptions) {
+    this.ranges = o.rangeReporter ?? new OnceReporter(o.logger);
+    this.innerTls = initialInnerTls(o.innerTls);
     this.callId = hexToken(o.random, 16);
     this.cseq = 1 + Math.floor(o.random.unit() * 1000);
     const timing = livenessTiming(o);
@@ -267,7 +346,18 @@ export class Registration {
     this.stop();
     this.o.logger.warn("registration failed", { code: error.code, message: error.message });
     this.unregisterWaiter?.(false);
-    this.emit({ type: "failed", error, ...extra });
+    this.emit({
+      type: "failed",
+      error,
+      verified: error instanceof RegistrarRefusal ? error.verified : false,
+      ...extra,
+    });
+  }
+
+  /** Fails and drops the flow: nothing more on it can be trusted. */
+  private failFlow(error: HandsetError): void {
+    this.fail(error);
+    this.o.core.close();
   }
 
   private sendUnauthenticated(): void {
@@ -380,6 +470,28 @@ export class Registration {
 
   private onResponse(r: SipResponse, deregister: boolean): void {
     if (this.phase === "done") return;
+    const verdict = this.o.core.signatureOf(r);
+    const diagValues = [...headers(r, "ms-diagnostics"), ...headers(r, "ms-diagnostics-public")];
+    const diagnostic = firstDiagnostic(diagValues);
+    if (verdict === "unsigned" && r.status >= 300) {
+      // After the SA, an unsigned refusal is at most a hint (issue 9 §2): never a redirect, a
+      // stored registrar, a sign-in or a long wait. The flow is dropped; the policy retries with
+      // its normal backoff on a new flow, where a fresh authentication starts.
+      if (this.phase === "signing" && (r.status === 401 || r.status === 407)) {
+        this.failFlow(
+          new AuthError("auth-rejected", "Registrar rejected the signed REGISTER after the handshake"),
+        );
+        return;
+      }
+      this.failFlow(
+        new RegistrarRefusal(
+          "unsigned-rejection",
+          `Registrar answered ${r.status} without a signature after authentication; not acted upon`,
+          { status: r.status, ...(diagnostic ? { diagnostic } : {}), meaning: "unknown", verified: false },
+        ),
+      );
+      return;
+    }
     if (r.status === 401 || r.status === 407) {
       void this.onChallenge(r);
       return;
@@ -401,7 +513,37 @@ export class Registration {
       this.onRegistered(r);
       return;
     }
-    if (r.status === 301 || r.status === 302) {
+    if (r.status >= 300 && r.status < 400) {
+      // A redirect is followed and stored only when signed by the SA (lync-phone-behaviour.md §4.3:
+      // Lync's 301 is signed); anything else could move the phone to any host, for good.
+      if (verdict !== "verified") {
+        this.failFlow(
+          new RegistrarRefusal(
+            "unsigned-rejection",
+            `Registrar sent an unsigned ${r.status} redirect; not followed`,
+            {
+              status: r.status,
+              meaning: "unknown",
+              verified: false,
+            },
+          ),
+        );
+        return;
+      }
+      if (r.status !== 301 && r.status !== 302) {
+        this.fail(
+          new RegistrarRefusal(
+            "registration-rejected",
+            `Registrar refused the registration: ${r.status} ${r.reason}`,
+            {
+              status: r.status,
+              meaning: "unknown",
+              verified: true,
+            },
+          ),
+        );
+        return;
+      }
       const targets = parseRedirect(r);
       this.stop();
       if (targets.length === 0) {
@@ -411,9 +553,8 @@ export class Registration {
       this.emit({ type: "redirected", targets });
       return;
     }
-    const diag = header(r, "ms-diagnostics") ?? header(r, "Warning") ?? "";
-    const retryAfter = Number.parseInt(header(r, "Retry-After") ?? "", 10);
-    const why = `${r.status} ${r.reason}${diag ? ` (${diag})` : ""}`;
+    const shown = diagValues[0] ?? header(r, "Warning") ?? "";
+    const why = `${r.status} ${r.reason}${shown ? ` (${shown})` : ""}`;
     const code =
       r.status === 403
         ? "registration-forbidden"
@@ -422,9 +563,17 @@ export class Registration {
           : r.status >= 500
             ? "registrar-unavailable"
             : "registration-rejected";
+    const retry = parseSeconds(header(r, "Retry-After"));
+    const retryAfterS =
+      retry === undefined ? undefined : this.ranges.clamp("Retry-After", retry, RETRY_AFTER_RANGE_S);
     this.fail(
-      new RegistrationError(code, `Registrar refused the registration: ${why}`),
-      Number.isFinite(retryAfter) ? { retryAfterS: retryAfter } : {},
+      new RegistrarRefusal(code, `Registrar refused the registration: ${why}`, {
+        status: r.status,
+        ...(diagnostic ? { diagnostic } : {}),
+        meaning: diagnosticMeaning(diagnostic?.id),
+        verified: verdict === "verified",
+      }),
+      retryAfterS !== undefined ? { retryAfterS } : {},
     );
   }
 
@@ -477,6 +626,12 @@ export class Registration {
     const version = Number.parseInt(ch.params.get("version") ?? "4", 10);
     const stsUri = ch.params.get("sts-uri");
     this.emit({ type: "challenged", realm, targetname, version, ...(stsUri ? { stsUri } : {}) });
+    // The SA will be keyed on targetname: it must be a name the outer certificate is valid for.
+    const unbound = checkTargetname(this.o.core.flow.peerCertificatePem, targetname);
+    if (unbound) {
+      this.failFlow(unbound);
+      return;
+    }
     const creds = this.currentCredentials();
     this.handshakeCredentials = creds;
     if (!creds || creds.notAfter - this.o.clock.now() < 3600_000) {
@@ -493,6 +648,7 @@ export class Registration {
     this.challenge = ch;
     this.opaque = ch.params.get("opaque");
     this.phase = "handshaking";
+    this.serverFlights = 0;
     this.handshakeStartedAt = this.o.clock.monotonic();
     try {
       this.engine = this.o.engineFactory({
@@ -500,7 +656,7 @@ export class Registration {
         key: creds.key,
         ca: this.o.trustedRoots,
         targetname,
-        innerTls: this.o.innerTls,
+        innerTls: this.innerTls,
       });
       const token = await this.engine.start();
       this.sendHandshake(token);
@@ -523,8 +679,10 @@ export class Registration {
       return;
     }
     this.opaque = opaque ?? this.opaque;
+    const token = Buffer.from(gssapi, "base64");
+    if (++this.serverFlights === 1 && this.checkServerFlight1(token)) return;
     try {
-      const step = await engine.step(Buffer.from(gssapi, "base64"));
+      const step = await engine.step(token);
       if (this.phase !== "handshaking") return;
       if ("token" in step) {
         this.sendHandshake(step.token);
@@ -534,6 +692,38 @@ export class Registration {
     } catch (err) {
       this.fail(err as HandsetError);
     }
+  }
+
+  /**
+   * Before the engine sees server flight 1 (and so before we send our certificate and
+   * signature): the tunnelled certificate must be bound to the flow, and under "auto" a server
+   * that only speaks TLS 1.0/1.1 gets a fresh handshake with the 1.0 profile (version-fallback.ts
+   * says why that is no downgrade risk). True when the flight was handled here.
+   */
+  private checkServerFlight1(token: Buffer): boolean {
+    if (this.o.innerTls === "auto" && this.innerTls === "1.2" && !this.fellBack && serverNeedsTls10(token)) {
+      this.fellBack = true;
+      this.innerTls = "1.0";
+      this.o.logger.info("registrar speaks only TLS 1.0/1.1 inside TLS-DSK; retrying with the 1.0 profile", {
+        registrar: this.o.core.flow.remote,
+      });
+      this.sendUnauthenticated();
+      return true;
+    }
+    let leaf: Buffer | undefined;
+    try {
+      leaf = certificatesFromFlight(token)[0];
+    } catch {
+      leaf = undefined; // the engine reports malformed records with its own typed error
+    }
+    if (leaf) {
+      const mismatch = checkInnerCertificate(this.o.core.flow.peerCertificatePem, leaf);
+      if (mismatch) {
+        this.failFlow(mismatch);
+        return true;
+      }
+    }
+    return false;
   }
 
   private sendHandshake(token: Buffer): void {
@@ -547,8 +737,19 @@ export class Registration {
     this.send(this.o.requestedExpires, { sign: false, authorization: formatAuthHeader("TLS-DSK", params) });
   }
 
-  private establish(done: { keyMaterial: Buffer; version: string; cipher: string }): void {
+  private establish(done: {
+    keyMaterial: Buffer;
+    version: string;
+    cipher: string;
+    peerCertificatePem: string;
+  }): void {
     const ch = this.challenge!;
+    // The engine's own view of the peer, after the Finished verified: bound to the flow as well.
+    const mismatch = checkInnerCertificate(this.o.core.flow.peerCertificatePem, done.peerCertificatePem);
+    if (mismatch) {
+      this.failFlow(mismatch);
+      return;
+    }
     if (!this.opaque) {
       this.fail(
         new AuthError("tls-handshake-failed", "Registrar never named the security association (no opaque)"),
@@ -593,13 +794,21 @@ export class Registration {
   private onRegistered(r: SipResponse): void {
     const expiresHeader = Number.parseInt(header(r, "Expires") ?? "", 10);
     const contactExpires = Number.parseInt(paramOf(header(r, "Contact"), "expires") ?? "", 10);
-    const expires = Number.isFinite(expiresHeader)
-      ? expiresHeader
-      : Number.isFinite(contactExpires)
-        ? contactExpires
-        : 3600;
+    const expires = this.ranges.clamp(
+      "Expires",
+      Number.isFinite(expiresHeader)
+        ? expiresHeader
+        : Number.isFinite(contactExpires)
+          ? contactExpires
+          : 3600,
+      EXPIRES_RANGE_S,
+    );
     const presence = header(r, "presence-state");
-    const keepAlive = Number.parseInt(paramOf(header(r, "ms-keep-alive"), "timeout") ?? "", 10);
+    const keepAliveRaw = parseSeconds(paramOf(header(r, "ms-keep-alive"), "timeout"));
+    const keepAlive =
+      keepAliveRaw === undefined
+        ? Number.NaN
+        : this.ranges.clamp("ms-keep-alive timeout", keepAliveRaw, KEEP_ALIVE_RANGE_S);
     const registerAction = paramOf(presence, "register-action");
     const wasRefresh = this.phase === "refreshing";
     if (this.bound && (registerAction === "added" || registerAction === "fixed")) {
@@ -629,8 +838,9 @@ export class Registration {
         ? { gruu: paramOf(header(r, "Contact"), "pub-gruu") }
         : {}),
     });
-    // Refresh shorter than Expires ([MS-SIPREGE]): min(Expires − 30 s, 90 % of Expires).
-    const refreshInS = Math.max(1, Math.min(expires - 30, expires * 0.9));
+    // Refresh shorter than Expires ([MS-SIPREGE]): min(Expires − 30 s, 90 % of Expires), never
+    // sooner than 54 s (90 % of the 60 s floor), so the smallest Expires means one refresh a minute.
+    const refreshInS = Math.max(MIN_REFRESH_S, Math.min(expires - 30, expires * 0.9));
     this.refreshTimer?.cancel();
     this.refreshTimer = this.o.clock.setTimer(refreshInS * 1000, () => this.refresh());
   }

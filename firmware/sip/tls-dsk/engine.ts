@@ -13,8 +13,12 @@
  * - "tls-server-name-mismatch"   server certificate matches neither CN nor a DNS SAN of targetname
  * - "tls-handshake-timeout"      the engine did not produce/finish a flight in time
  * - "tls-record-malformed"       the token is not a sequence of well-formed TLS records
+ * - "clock-invalid"              the server chain is good but for its validity at the phone's
+ *                                time, and the clock is not set yet (retry once SNTP answers)
  * - "client-cert-untrusted"      (server side) the client certificate is not from the CA
  */
+
+import type { CertClock } from "./cert-verify.ts";
 
 export type InnerTls = "1.2" | "1.0" | "auto";
 
@@ -51,6 +55,11 @@ export interface TlsDskClientOptions {
   /** The challenge's targetname; must match the server certificate's CN or a DNS SAN. */
   targetname: string;
   innerTls: InnerTls;
+  /**
+   * The phone's clock: the server certificate's validity is checked at its now() (never the OS
+   * clock's); a time-only failure while isSet() is false is "clock-invalid". Default: the OS clock.
+   */
+  clock?: CertClock;
 }
 
 /** Server side (lab registrar). `done` comes with the token carrying server flight 2. */

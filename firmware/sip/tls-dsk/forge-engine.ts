@@ -7,6 +7,9 @@
  * Unlike pidgin-sipe, forge verifies the server Finished, and we verify the server chain against
  * the given roots (forge caStore + verify callback) and the name (targetname must equal the
  * certificate's CN or one of its DNS SANs; a leftmost "*." wildcard covers one label).
+ * Validity is checked at the phone's clock (opts.clock), never the OS's: forge's chain check gets
+ * it as `validityCheckDate`, and the verify callback runs our own check (cert-verify.ts) at the
+ * same time, which tells a good chain at a wrong clock ("clock-invalid" before SNTP) from a bad one.
  *
  * forge is synchronous: a token passed to process() yields the next flight before process()
  * returns. The waiter + timeout is there anyway so every call settles.
@@ -14,6 +17,7 @@
 import { constants, createPrivateKey, type KeyObject, privateEncrypt } from "node:crypto";
 import forge from "node-forge";
 import { AuthError } from "../../core/errors.ts";
+import { verifyServerChain } from "./cert-verify.ts";
 import {
   DEFAULT_FLIGHT_TIMEOUT_MS,
   type TlsDskClientEngine,
@@ -90,9 +94,20 @@ export class ForgeTlsDskClient implements TlsDskClientEngine {
       }
     }
     const suites = forge.tls.CipherSuites;
+    const clock = opts.clock;
+    // Read when forge checks the chain (it copies these options then): the phone's time at that moment.
+    const verifyOptions = clock
+      ? {
+          get validityCheckDate(): Date {
+            return new Date(clock.now());
+          },
+        }
+      : {};
     this.conn = forge.tls.createConnection({
       server: false,
       caStore,
+      // @types/node-forge leaves out verifyOptions (forge ≥ 1.3 reads it in tls.verifyCertificateChain).
+      ...({ verifyOptions } as object),
       cipherSuites: [suites.TLS_RSA_WITH_AES_128_CBC_SHA, suites.TLS_RSA_WITH_AES_256_CBC_SHA].filter(
         (s): s is forge.tls.CipherSuite => s !== undefined,
       ),
@@ -137,6 +152,36 @@ export class ForgeTlsDskClient implements TlsDskClientEngine {
     depth: number,
     certs: forge.pki.Certificate[],
   ): forge.tls.Verified {
+    if (depth === 0 && this.opts.clock) {
+      // Our own check of the whole chain at the phone's time: it says whether a time failure is the only one.
+      const problem = verifyServerChain({
+        chain: certs.map(forgeCertDer),
+        roots: this.opts.ca,
+        at: this.opts.clock.now(),
+        name: { host: this.opts.targetname, subject: "always" },
+      });
+      if (problem) {
+        const clockUnset = problem.kind === "time" && this.opts.clock.isSet?.() === false;
+        this.certProblem ??= clockUnset
+          ? new AuthError(
+              "clock-invalid",
+              `Time not set: server certificate cannot be checked yet (${problem.message})`,
+            )
+          : problem.kind === "name"
+            ? new AuthError("tls-server-name-mismatch", problem.message)
+            : new AuthError(
+                "tls-server-cert-untrusted",
+                `server certificate not trusted: ${problem.message}`,
+              );
+        return {
+          alert:
+            problem.kind === "time"
+              ? forge.tls.Alert.Description.certificate_expired
+              : forge.tls.Alert.Description.bad_certificate,
+          message: problem.message,
+        };
+      }
+    }
     if (verified !== true) {
       const why = typeof verified === "object" && verified.message ? verified.message : "chain not trusted";
       this.certProblem ??= new AuthError(
@@ -317,6 +362,10 @@ export class ForgeTlsDskClient implements TlsDskClientEngine {
       // nothing to free beyond JS objects
     }
   }
+}
+
+function forgeCertDer(c: forge.pki.Certificate): Buffer {
+  return Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(c)).getBytes(), "binary");
 }
 
 function destroyedError(): AuthError {
