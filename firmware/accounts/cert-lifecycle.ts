@@ -123,7 +123,7 @@ export class CertificateLifecycle {
       due: new Date(due).toISOString(),
       notAfter: new Date(c.notAfter).toISOString(),
     });
-    this.waitUntil(due, () => void this.renewNow());
+    this.waitUntil(due, () => this.spawnRenewal());
   }
 
   private cancelTimer(): void {
@@ -144,6 +144,19 @@ export class CertificateLifecycle {
     this.timer = this.o.clock.setTimer(Math.min(left, WAKE_MS), () => {
       this.timer = undefined;
       this.waitUntil(at, fn);
+    });
+  }
+
+  /**
+   * renewNow() catches the renewal itself; a throw from its own bookkeeping is a bug, logged and
+   * retried after one base delay so renewal never silently stops.
+   */
+  private spawnRenewal(): void {
+    const epoch = this.epoch;
+    this.renewNow().catch((err: unknown) => {
+      this.o.logger.error("certificate renewal failed unexpectedly", { error: String(err) });
+      if (epoch === this.epoch && this.running)
+        this.waitUntil(this.o.clock.now() + this.backoff.baseMs, () => this.spawnRenewal());
     });
   }
 
@@ -197,7 +210,7 @@ export class CertificateLifecycle {
     }
     this.o.logger.warn("renewal failed; keeping the current certificate", { code, retryInMs });
     this.events.emit({ type: "renewal-failed", code, retryInMs, attempt: this.attempt });
-    this.waitUntil(now + retryInMs, () => void this.renewNow());
+    this.waitUntil(now + retryInMs, () => this.spawnRenewal());
   }
 
   private lapse(c: Validity): void {

@@ -181,7 +181,8 @@ export class ClockService implements Clock {
   startPeriodicSave(intervalMs = 3_600_000): void {
     this.stopPeriodicSave();
     const tick = () => {
-      void this.save();
+      // save() logs its own failures; the catch only keeps a bug from becoming an unhandled rejection.
+      this.save().catch(() => {});
       this.periodic = this.base.setTimer(intervalMs, tick);
     };
     this.periodic = this.base.setTimer(intervalMs, tick);

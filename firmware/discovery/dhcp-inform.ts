@@ -239,7 +239,14 @@ export function informOnce(o: InformOptions): { result: Promise<InformResult>; c
     const delay = informRetransmitDelay(attempts, o.random, o);
     attempts++;
     retransmit = o.clock.setTimer(delay, send);
-    void transmit(bytes, attempts);
+    // sendTo() turns send errors into results; a throw past that (a bug) ends the run typed.
+    transmit(bytes, attempts).catch((err: unknown) =>
+      finish(
+        new DiscoveryError("dhcp-send-failed", `DHCPINFORM could not be sent: ${String(err)}`, {
+          cause: err,
+        }),
+      ),
+    );
   };
 
   const key = (t: { host: string; port: number }) => `${t.host}:${t.port}`;

@@ -361,7 +361,9 @@ export class Phone {
       this.notice = warning ? { code: e.code, attemptsWarning: warning } : { code: e.code };
       this.transition("sign-in-required", {
         reason: e.code,
-        ui: e.code === "invalid-pin" ? "pin" : "extension",
+        // The extension stands for a wrong PIN, and for an answer lost after the PIN went out
+        // (sign-in-interrupted: the user presses # again; the phone never re-sends it alone).
+        ui: e.code === "invalid-pin" || e.code === "sign-in-interrupted" ? "pin" : "extension",
       });
       return;
     }

@@ -81,6 +81,7 @@ const NOTICE: Record<string, readonly string[]> = {
   "account-locked": ["Locked — call your admin", "Locked — call admin"],
   "pin-auth-disabled": ["PIN sign-in disabled", "PIN sign-in off"],
   "sign-in-required": ["Signed out by server", "Sign in again"],
+  "sign-in-interrupted": ["No answer: press # again", "No answer, retry"],
 };
 
 export function render(view: PhoneView, size: { cols: number; rows: number }): DisplayFrame {

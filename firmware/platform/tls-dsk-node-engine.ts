@@ -8,7 +8,9 @@
  * - innerTls "1.2": TLSv1.2 only, Node's default cipher list.
  *   "1.0": TLSv1 only, AES128-SHA / AES256-SHA, @SECLEVEL=0 (OpenSSL 3 refuses MD5‖SHA1
  *   signatures otherwise).
- *   "auto": TLSv1..TLSv1.2 — offers 1.2, accepts 1.0 when the server picks it (older pools).
+ *   "auto": the 1.2 profile; when the server's first answer says it speaks only 1.0, the
+ *   registration starts again with the 1.0 profile (sip/tls-dsk/version-fallback.ts), so
+ *   @SECLEVEL=0 never applies where TLS 1.2 can be negotiated.
  * - Key material: exportKeyingMaterial(128, "client EAP encryption"), no context.
  *
  * Trap: Node (OpenSSL with an accept-all verify callback) only looks at the server chain once

@@ -5,57 +5,16 @@
  * with an `af:OCSDiagnosticsFault`. Parsed generically: unknown ids and keys are kept.
  */
 import type { Document } from "@xmldom/xmldom";
+import { type MsDiagnostic, parseMsDiagnostics } from "../sip/grammar/ms-diagnostics.ts";
 import { type HttpResponse, headerValues } from "./http.ts";
 import { descendant, NS, path, text, tryParseXml } from "./xml.ts";
 
-export interface MsDiagnostic {
-  id: number;
-  /** key="value" pairs, keys lower-cased (source, reason, faultcode, …). */
-  fields: Record<string, string>;
-}
+export { type MsDiagnostic, parseMsDiagnostics };
 
 export interface WarningValue {
   code: number;
   agent: string;
   text: string;
-}
-
-/** Reads `id;key="value";key=value…`. Returns undefined when there is no leading integer. */
-export function parseMsDiagnostics(value: string): MsDiagnostic | undefined {
-  let i = 0;
-  const s = value.trim();
-  while (i < s.length && s[i]! >= "0" && s[i]! <= "9") i++;
-  if (i === 0) return undefined;
-  const id = Number(s.slice(0, i));
-  const fields: Record<string, string> = {};
-  while (i < s.length) {
-    while (i < s.length && (s[i] === ";" || s[i] === " " || s[i] === "\t")) i++;
-    const keyStart = i;
-    while (i < s.length && s[i] !== "=" && s[i] !== ";") i++;
-    const key = s.slice(keyStart, i).trim().toLowerCase();
-    if (s[i] !== "=") {
-      if (key) fields[key] = "";
-      continue;
-    }
-    i++;
-    while (s[i] === " ") i++;
-    let val = "";
-    if (s[i] === '"') {
-      i++;
-      while (i < s.length && s[i] !== '"') {
-        if (s[i] === "\\" && i + 1 < s.length) i++;
-        val += s[i];
-        i++;
-      }
-      i++;
-    } else {
-      const start = i;
-      while (i < s.length && s[i] !== ";") i++;
-      val = s.slice(start, i).trim();
-    }
-    if (key) fields[key] = val;
-  }
-  return { id, fields };
 }
 
 /** Reads a Warning header: one or more `code agent "text" ["date"]`, comma-separated. */

@@ -131,6 +131,8 @@ describe("no answer to the request that carried the PIN", () => {
       r.keys.type("4711#1234#");
       await flush();
       expect(r.lastState()).toMatchObject({ state: "sign-in-required", reason: "sign-in-interrupted" });
+      // Back on the PIN screen for the same extension, saying what happened.
+      expect(r.display.text.slice(0, 2)).toEqual(["PIN: _", "No answer, retry"]);
       r.clock.advance(3_600_000);
       await flush();
       expect(r.services.signInCalls).toHaveLength(1);

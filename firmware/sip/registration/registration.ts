@@ -27,7 +27,13 @@
  * parsed (limits.ts): Expires [60 s, 24 h], Retry-After [30 s, 1 h], keep-alive [10 s, 10 min].
  */
 import type { Clock, TimerHandle } from "../../core/clock.ts";
-import { AuthError, type HandsetError, RegistrationError, TransportError } from "../../core/errors.ts";
+import {
+  AuthError,
+  asHandsetError,
+  type HandsetError,
+  RegistrationError,
+  TransportError,
+} from "../../core/errors.ts";
 import type { Logger } from "../../core/logger.ts";
 import { hex32, hexToken, type Random } from "../../core/random.ts";
 import { type AuthChallenge, findChallenge, formatAuthHeader } from "../grammar/auth-params.ts";
@@ -493,7 +499,8 @@ export class Registration {
       return;
     }
     if (r.status === 401 || r.status === 407) {
-      void this.onChallenge(r);
+      // onChallenge routes its errors to fail(); a throw past that (a bug) fails the registration too.
+      this.onChallenge(r).catch((err: unknown) => this.fail(asHandsetError(err)));
       return;
     }
     if (r.status >= 200 && r.status < 300) {
