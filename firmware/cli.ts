@@ -5,35 +5,58 @@
  * commands back to `main` with their own added, so nothing the product ships reaches test/.
  */
 
-import { configCommand } from "./commands/config.ts";
-import { discoverCommand } from "./commands/discover.ts";
+import { readFileSync } from "node:fs";
+import { type CommandSpec, commandHelp, overviewHelp, PIN_NOTE } from "./commands/args.ts";
+import { CONFIG_SPEC, configCommand } from "./commands/config.ts";
+import { DISCOVER_SPEC, discoverCommand } from "./commands/discover.ts";
 import { createOutput, type Output } from "./commands/output.ts";
-import { runCommand } from "./commands/phone.ts";
-import { provisionCommand } from "./commands/provision.ts";
-import { registerCommand } from "./commands/register.ts";
+import { RUN_SPEC, runCommand } from "./commands/phone.ts";
+import { PROVISION_SPEC, provisionCommand } from "./commands/provision.ts";
+import { REGISTER_SPEC, registerCommand } from "./commands/register.ts";
+import { STORE_SPEC, storeCommand } from "./commands/store.ts";
 import { asHandsetError, HandsetError } from "./core/errors.ts";
 
-export const USAGE = `usage: handset <command> [--json] [flags]      (handset <command> --help: this text)
-  run        the firmware on a board: --config FILE (board "pi" or "sim")  [--verbose]
-  config     --defaults: every option of the configuration file, with type, default and meaning
-             --check FILE: validate a configuration file as run would
-  register   one TLS-DSK registration: --registrar HOST:PORT --uri SIP-URI --cert PEM --key PEM --ca PEM
-             or --store DIR --registrar HOST:PORT --ca PEM [--extension N and a PIN]
-             [--server-name NAME] [--inner-tls 1.2|1.0|auto] [--refreshes N] [--timeout S]
-  provision  PIN sign-in and certificate provisioning: --web CERTPROV-URL --extension N --store DIR --ca PEM
-             and a PIN
-  discover   DHCPINFORM (--interface IF | --dhcp-server HOST:PORT), SNTP (--ntp HOST:PORT), DNS SRV (--domain D)
-
-  The PIN (register, provision): --pin-stdin reads it from the first line of standard input,
-  or the environment variable HANDSET_PIN holds it. --pin P also works, but a command line is
-  visible to every user of the machine (ps, /proc): prefer the other two.`;
-
 export type Command = (argv: string[], out: Output) => Promise<number>;
+
+/** The help of the product's commands: the flag tables the commands parse with. */
+export const PRODUCT_SPECS: Record<string, CommandSpec> = {
+  run: RUN_SPEC,
+  config: CONFIG_SPEC,
+  register: REGISTER_SPEC,
+  provision: PROVISION_SPEC,
+  discover: DISCOVER_SPEC,
+  store: STORE_SPEC,
+};
+
+const TITLE = "usage: handset <command> [--json] [flags]      (handset <command> --help: its flags)";
+
+/** The overview of `handset --help`, every command with every flag it takes. */
+export function usageText(specs: Record<string, CommandSpec | undefined>, extra: string[] = []): string {
+  return overviewHelp(TITLE, specs, ["", ...PIN_NOTE, ...extra]);
+}
+
+export const USAGE = usageText(PRODUCT_SPECS);
+
+/** The package's version (package.json), for --version. */
+export function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version?: string;
+    };
+    return pkg.version ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
 
 export interface CliOptions {
   /** Commands added to the product's (the development entry adds demo and lab). */
   commands?: Record<string, Command>;
-  /** Replaces the usage text (the development entry adds its commands to it). */
+  /** Their help (flag tables), so that `handset NAME --help` lists their flags. */
+  specs?: Record<string, CommandSpec>;
+  /** Lines added to the overview of `handset --help`. */
+  usageNotes?: string[];
+  /** Replaces the overview text altogether. */
   usage?: string;
   write?: (line: string) => void;
   writeErr?: (line: string) => void;
@@ -53,32 +76,59 @@ function productCommands(write: (line: string) => void): Record<string, Command>
     register: registerCommand,
     provision: provisionCommand,
     discover: discoverCommand,
+    store: storeCommand,
   };
 }
 
 const DEV_TOOLS = new Set(["demo", "lab"]);
+
+/** The exit code of an error: 2 for a usage error (a flag), 1 for any other. */
+export const exitCodeOf = (e: HandsetError): number => (e.code === "usage" ? 2 : 1);
 
 export async function main(argv: string[], o: CliOptions = {}): Promise<number> {
   const write = o.write ?? stdoutLine;
   const [name, ...rest] = argv;
   const json = rest.includes("--json");
   const out = createOutput(json, write, o.writeErr ?? stderrLine);
-  const usage = o.usage ?? USAGE;
+  const specs: Record<string, CommandSpec> = { ...PRODUCT_SPECS, ...o.specs };
+  const commands = { ...productCommands(write), ...o.commands };
+  // Every command there is, with its flags where it has a table (one without says only its name).
+  const usage =
+    o.usage ??
+    usageText(
+      Object.fromEntries(
+        Object.keys(commands).map((n) => [n, Object.hasOwn(specs, n) ? specs[n] : undefined]),
+      ),
+      o.usageNotes,
+    );
   if (!name || name === "--help" || name === "-h" || name === "help") {
     write(usage);
     return name ? 0 : 2;
   }
-  const commands = { ...productCommands(write), ...o.commands };
+  if (name === "--version" || name === "-V" || name === "version") {
+    if (json || rest.includes("--json")) out.event({ event: "version", version: version() });
+    else write(`handset ${version()}`);
+    return 0;
+  }
   const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!command) {
     const hint = DEV_TOOLS.has(name)
       ? ` (a development tool, not part of the firmware: npm start, or node test/dev/handset-dev.mjs ${name})`
-      : "";
+      : name.startsWith("-")
+        ? " (handset --help lists the commands)"
+        : "";
     out.error(new HandsetError("usage", `unknown command "${name}"${hint}`));
     return 2;
   }
-  if (rest.includes("--help") || rest.includes("-h")) {
-    write(usage);
+  // `--` ends the flags: a "--help" after it is a value, not a request for help.
+  const flags = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  if (flags.includes("--help") || flags.includes("-h")) {
+    const spec = Object.hasOwn(specs, name) ? specs[name] : undefined;
+    write(spec ? commandHelp(name, spec) : usage);
+    return 0;
+  }
+  if (flags.includes("--version")) {
+    write(`handset ${version()}`);
     return 0;
   }
   try {
@@ -86,7 +136,7 @@ export async function main(argv: string[], o: CliOptions = {}): Promise<number> 
   } catch (err) {
     const e = asHandsetError(err);
     out.error(e);
-    return e.code === "usage" ? 2 : 1;
+    return exitCodeOf(e);
   }
 }
 

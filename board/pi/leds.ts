@@ -1,6 +1,7 @@
 /**
  * LEDs on GPIO outputs as hal Indicators. "blink" toggles every `blinkMs` (500 ms) on the injected
- * Clock, starting lit; `activeLevel` is the line level that lights the LED.
+ * Clock, starting lit; "wink" stays lit for `winkLitMs` (1 750 ms), then dark for `winkDarkMs`
+ * (250 ms), and again; `activeLevel` is the line level that lights the LED.
  */
 import type { Clock, TimerHandle } from "../../firmware/core/clock.ts";
 import type { Indicator, IndicatorState } from "../../firmware/hal/indicators.ts";
@@ -12,6 +13,8 @@ export interface GpioLedOptions {
   line: number;
   activeLevel?: Level;
   blinkMs?: number;
+  winkLitMs?: number;
+  winkDarkMs?: number;
 }
 
 export class GpioLed implements Indicator {
@@ -59,6 +62,16 @@ export class GpioLed implements Indicator {
     if (!this.output) return;
     this.drive(this.current !== "off");
     if (this.current === "blink") this.scheduleBlink();
+    else if (this.current === "wink") this.scheduleWink();
+  }
+
+  /** Lit for winkLitMs, dark for winkDarkMs, repeated (starts lit). */
+  private scheduleWink(): void {
+    const ms = this.lit ? (this.opts.winkLitMs ?? 1_750) : (this.opts.winkDarkMs ?? 250);
+    this.timer = this.opts.clock.setTimer(ms, () => {
+      this.drive(!this.lit);
+      this.scheduleWink();
+    });
   }
 
   private scheduleBlink(): void {

@@ -139,7 +139,7 @@ function plainKey(ch: string): Key | undefined {
   return undefined;
 }
 
-const LED: Record<IndicatorState, string> = { off: "○", on: "●", blink: "◐" };
+const LED: Record<IndicatorState, string> = { off: "○", on: "●", blink: "◐", wink: "◕" };
 
 /** The box and status line as plain text lines (no escapes). */
 export function renderTerminalLines(s: SimBoardSnapshot, ascii = false): string[] {

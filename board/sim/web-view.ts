@@ -303,9 +303,12 @@ function renderPage(board: SimBoard, nonce: string): string {
   .led { display: inline-flex; align-items: center; gap: 6px; font-size: 11px; letter-spacing: .05em; text-transform: none; }
   .led .dot { width: 12px; height: 12px; border-radius: 50%; background: #3b3f44; box-shadow: inset 0 1px 2px #000; }
   .led.mwi[data-state="on"] .dot, .led.mwi[data-state="blink"] .dot { background: #ff3b2f; box-shadow: 0 0 8px #ff3b2f; }
-  .led.status[data-state="on"] .dot, .led.status[data-state="blink"] .dot { background: #38e05a; box-shadow: 0 0 8px #38e05a; }
+  .led.status[data-state="on"] .dot, .led.status[data-state="blink"] .dot, .led.status[data-state="wink"] .dot { background: #38e05a; box-shadow: 0 0 8px #38e05a; }
+  .led.mwi[data-state="wink"] .dot { background: #ff3b2f; box-shadow: 0 0 8px #ff3b2f; }
   .led[data-state="blink"] .dot { animation: blink 1s steps(1) infinite; }
+  .led[data-state="wink"] .dot { animation: wink 2s steps(1) infinite; }
   @keyframes blink { 50% { opacity: .15; } }
+  @keyframes wink { 87.5% { opacity: .15; } }
   .bezel { display: flex; justify-content: center; padding: 14px; border-radius: 10px; background: #111315; box-shadow: inset 0 2px 6px #000; }
   #display { display: inline-flex; flex-direction: column; padding: 10px 12px; border-radius: 4px; background: var(--lcd-bg);
     font-family: "DejaVu Sans Mono", "Liberation Mono", Consolas, monospace; font-size: 22px; line-height: 1.25;

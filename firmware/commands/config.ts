@@ -9,7 +9,7 @@ import { type HandsetConfig, OPTIONS, type Option } from "../config/options.ts";
 import { ConfigError, parseConfig } from "../config/parse.ts";
 import { referenceRows, referenceText } from "../config/reference.ts";
 import { HandsetError } from "../core/errors.ts";
-import { parseFlags } from "./args.ts";
+import { type CommandSpec, parseFlags } from "./args.ts";
 import type { Output } from "./output.ts";
 
 /** Reads and validates a configuration file; every problem is one "config-invalid" line. */
@@ -37,12 +37,24 @@ export async function loadConfigFile(path: string): Promise<HandsetConfig> {
   }
 }
 
+export const CONFIG_SPEC = {
+  summary: "the configuration file of handset run: every option, or one file checked",
+  synopsis: ["--defaults", "--check FILE"],
+  flags: {
+    defaults: {
+      type: "boolean",
+      help: "every option of the configuration file, with type, default and meaning",
+    },
+    check: { type: "string", arg: "FILE", help: "validate a configuration file as run would" },
+  },
+} as const satisfies CommandSpec;
+
 export async function configCommand(
   argv: string[],
   out: Output,
   write: (text: string) => void,
 ): Promise<number> {
-  const f = parseFlags(argv, { defaults: { type: "boolean" }, check: { type: "string" } });
+  const f = parseFlags(argv, CONFIG_SPEC.flags);
   if (typeof f["check"] === "string") {
     const config = await loadConfigFile(f["check"]);
     const shown: Record<string, unknown> = {};

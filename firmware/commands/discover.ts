@@ -27,7 +27,7 @@ import { CryptoRandom } from "../platform/crypto-random.ts";
 import { createDnsResolver } from "../platform/dns-resolver.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { interfaceIPv4, localAddressFor, openUdpPort } from "../platform/udp.ts";
-import { hostPort, parseFlags } from "./args.ts";
+import { type CommandSpec, hostPort, parseFlags, seconds } from "./args.ts";
 import type { Output } from "./output.ts";
 
 type Emit = (e: { event: string; [k: string]: unknown }) => void;
@@ -189,18 +189,22 @@ export async function discover(o: DiscoverOptions): Promise<DiscoverResult> {
   return { ...(dhcp ? { dhcp } : {}), ...(sntp ? { sntp } : {}), plan };
 }
 
+export const DISCOVER_SPEC = {
+  summary: "finds the servers as the phone does at boot: DHCPINFORM, DNS SRV, SNTP, then the plan",
+  synopsis: ["--interface IF | --dhcp-server HOST:PORT | --domain D [flags]"],
+  flags: {
+    interface: { type: "string", arg: "IF", help: "DHCPINFORM from IF's address, broadcast" },
+    "dhcp-server": { type: "string", arg: "HOST:PORT", help: "unicast DHCPINFORM to this server" },
+    ntp: { type: "string", arg: "HOST:PORT", help: "the SNTP server instead of the plan's list" },
+    "dns-server": { type: "string", arg: "HOST:PORT", help: "the DNS server for the SRV fallback" },
+    domain: { type: "string", arg: "D", help: "the SIP domain for the SRV fallback (else DHCP option 15)" },
+    timeout: { type: "string", arg: "S", help: "how long to wait for DHCP (default 10)" },
+  },
+} as const satisfies CommandSpec;
+
 export async function discoverCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    interface: { type: "string" },
-    "dhcp-server": { type: "string" },
-    ntp: { type: "string" },
-    "dns-server": { type: "string" },
-    domain: { type: "string" },
-    timeout: { type: "string" },
-  });
-  const timeoutS = Number(f["timeout"] ?? "10");
-  if (!Number.isFinite(timeoutS) || timeoutS <= 0)
-    throw new HandsetError("usage", "--timeout must be seconds > 0");
+  const f = parseFlags(argv, DISCOVER_SPEC.flags);
+  const timeoutS = seconds(f, "timeout", 10, 120);
   const dhcp: DhcpTarget = {
     ...(typeof f["interface"] === "string" ? { interface: f["interface"] } : {}),
     ...(typeof f["dhcp-server"] === "string" ? { server: hostPort(f["dhcp-server"], "dhcp-server") } : {}),

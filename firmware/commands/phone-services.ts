@@ -3,7 +3,7 @@
  * static discovery, SNTP into the clock service, the flash store, PIN sign-in, and the
  * registrar policy (accounts/) over SIP/TLS with TLS-DSK. Composition only: no protocol here.
  */
-import { X509Certificate } from "node:crypto";
+import { networkInterfaces } from "node:os";
 import { Account, type AccountStatus, type RegistrarAddress } from "../accounts/account.ts";
 import { CertificateLifecycle } from "../accounts/cert-lifecycle.ts";
 import { HandsetError } from "../core/errors.ts";
@@ -20,9 +20,16 @@ import { renewCertificate } from "../provisioning/renewal.ts";
 import { PinTicketCache, signIn } from "../provisioning/resumable-sign-in.ts";
 import type { FlowConnector } from "../sip/flow.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
-import type { IdentityRecord, IdentityStore } from "../store/identity-store.ts";
+import {
+  type IdentityRecord,
+  type IdentityStore,
+  STORE_DAMAGED,
+  StoreError,
+} from "../store/identity-store.ts";
+import { type Diagnostics, diagnostics, diagnosticsRows } from "../telemetry/diagnostics.ts";
 import { informOverUdp, sntpOverUdp } from "./discover.ts";
 import { signInDeps } from "./identity.ts";
+import { factoryResetStore } from "./store.ts";
 
 export interface PhoneNetworkConfig {
   dhcp?: { interface?: string; server?: { host: string; port: number } };
@@ -42,6 +49,23 @@ export interface PhoneNetworkConfig {
 
 export const VERSION = "0.1.0";
 
+/**
+ * The address and MAC the phone is on: the configured DHCP interface, else the first external
+ * IPv4 interface, else loopback (a lab on one machine).
+ */
+export function localInterface(
+  preferred?: string,
+  list: ReturnType<typeof networkInterfaces> = networkInterfaces(),
+): { interface?: string; ip?: string; mac?: string } {
+  const v4 = Object.entries(list).flatMap(([name, addrs]) =>
+    (addrs ?? []).filter((a) => a.family === "IPv4").map((a) => ({ name, ...a })),
+  );
+  const pick =
+    v4.find((a) => a.name === preferred) ?? v4.find((a) => !a.internal) ?? v4.find((a) => a.internal);
+  if (!pick) return {};
+  return { interface: pick.name, ip: pick.address, mac: pick.mac };
+}
+
 function splitHostPort(text: string): { host: string; port: number } {
   const i = text.lastIndexOf(":");
   return { host: text.slice(0, i), port: Number(text.slice(i + 1)) };
@@ -56,14 +80,35 @@ export function createPhoneServices(o: {
   logger: Logger;
   /** SIP/TLS flows; tlsFlowConnector by default (tests wrap it to watch the wire). */
   connect?: FlowConnector;
-}): PhoneServices {
+  /** The interface's address and MAC (default: localInterface from the OS). */
+  network?: () => { interface?: string; ip?: string; mac?: string };
+}): PhoneServices & { diagnostics(): Promise<Diagnostics> } {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
   let plan: DiscoveryPlan | undefined;
+  let discovered: DiscoveryResult | undefined;
+  /** The registration policy's latest word (registrar in use, primary or not), for diagnostics. */
+  let lastStatus: RegistrationStatus | undefined;
+  /** The time server whose answer set the clock. */
+  let ntpUsed: { server: string; offsetMs: number } | undefined;
   /** A retried sign-in reuses its web ticket: one `#`, one PIN on the wire (issue 9 §4). */
-  const ticketCache = new PinTicketCache();
+  let ticketCache = new PinTicketCache();
+  /** Set when every stored generation was damaged; cleared by the next successful sign-in. */
+  let damaged: StoreError | undefined;
   const loadRecord = async () => {
-    record ??= await store.loadOrCreate();
+    if (record) return record;
+    try {
+      record = await store.loadOrCreate();
+    } catch (err) {
+      if (!(err instanceof StoreError && err.code === STORE_DAMAGED)) throw err;
+      // Nothing usable is left: the certificate is already lost, and a phone that only repeats
+      // "damaged" is a dead phone on the wall. Say so (the phone shows it on the sign-in form),
+      // start a fresh identity and let the user sign in again.
+      logger.error("stored identity damaged; starting afresh for a new sign-in", { code: err.code });
+      damaged = err;
+      await store.reset();
+      record = await store.loadOrCreate();
+    }
     return record;
   };
 
@@ -114,7 +159,7 @@ export function createPhoneServices(o: {
       if (plan.registrars.length === 0 && !rec.registrars.primary) {
         throw new HandsetError("discovery-failed", "No registrar found by DHCP, DNS or configuration");
       }
-      return {
+      discovered = {
         ...(certProvUrl ? { certProvUrl } : {}),
         registrars: plan.registrars.map((r) => ({ host: r.host, port: r.port, source: r.source })),
         ntpServers: config.ntp
@@ -122,6 +167,7 @@ export function createPhoneServices(o: {
           : plan.ntpServers.map((s) => `${s.host}:${s.port}`),
         ...(plan.timeOffsetS !== undefined ? { timeOffsetS: plan.timeOffsetS } : {}),
       };
+      return discovered;
     },
 
     async setClock(d: DiscoveryResult) {
@@ -135,6 +181,7 @@ export function createPhoneServices(o: {
             tries: 2,
           });
           await clock.set({ offsetMs: r.offsetMs, server: r.server });
+          ntpUsed = { server: r.server, offsetMs: r.offsetMs };
           return { offsetMs: r.offsetMs, source: r.server };
         } catch (err) {
           logger.warn("SNTP failed", { server: s, code: (err as HandsetError).code });
@@ -148,7 +195,11 @@ export function createPhoneServices(o: {
       const cred = rec.credential;
       // Before SNTP answers, "expired" may only mean the clock is wrong: keep the certificate and try.
       const usable = !!cred && (cred.notAfter > clock.now() || !clock.isSet());
-      return { ...(cred ? { uri: cred.uri } : {}), hasCredential: usable };
+      return {
+        ...(cred ? { uri: cred.uri } : {}),
+        hasCredential: usable,
+        ...(damaged && !usable ? { damaged: { code: damaged.code, message: damaged.message } } : {}),
+      };
     },
 
     async signIn(req) {
@@ -164,6 +215,7 @@ export function createPhoneServices(o: {
         trustedRoots: o.trustedRoots,
       });
       record = result.record;
+      damaged = undefined;
       return { uri: result.uri };
     },
 
@@ -171,6 +223,13 @@ export function createPhoneServices(o: {
       let account: Account | undefined;
       let lifecycle: CertificateLifecycle | undefined;
       let stopped = false;
+      /** Store writes in flight, awaited by stop(). */
+      const writes = new Set<Promise<void>>();
+      const track = (p: Promise<void>) => {
+        writes.add(p);
+        const done = () => writes.delete(p);
+        p.then(done, done);
+      };
       void (async () => {
         const rec = await loadRecord();
         const cred = rec.credential;
@@ -202,27 +261,29 @@ export function createPhoneServices(o: {
               const p = `${primary.host}:${primary.port}`;
               const b = backup ? `${backup.host}:${backup.port}` : undefined;
               // Flash is written only when the record changes (an unchanged record is no write).
-              void store
-                .update((r) =>
-                  r.registrars.primary === p && (b === undefined || r.registrars.backup === b)
-                    ? r
-                    : {
-                        ...r,
-                        registrars: {
-                          ...r.registrars,
-                          primary: p,
-                          ...(b ? { backup: b } : {}),
-                          updatedAt: clock.now(),
+              track(
+                store
+                  .update((r) =>
+                    r.registrars.primary === p && (b === undefined || r.registrars.backup === b)
+                      ? r
+                      : {
+                          ...r,
+                          registrars: {
+                            ...r.registrars,
+                            primary: p,
+                            ...(b ? { backup: b } : {}),
+                            updatedAt: clock.now(),
+                          },
                         },
-                      },
-                )
-                .then((r) => {
-                  record = r;
-                })
-                // Flash trouble must not take the phone down: the registration goes on without it.
-                .catch((err: unknown) =>
-                  logger.error("store update failed", { code: (err as HandsetError).code }),
-                );
+                  )
+                  .then((r) => {
+                    record = r;
+                  })
+                  // Flash trouble must not take the phone down: the registration goes on without it.
+                  .catch((err: unknown) =>
+                    logger.error("store update failed", { code: (err as HandsetError).code }),
+                  ),
+              );
             },
           },
           [...saved, ...d.registrars.map(address)],
@@ -251,24 +312,31 @@ export function createPhoneServices(o: {
             ...(s.retryInMs !== undefined ? { retryInMs: s.retryInMs } : {}),
           };
           if ((s.state === "registered" || s.state === "limited") && s.registrar && s.refresh === 0) {
-            void store
-              .update((r) =>
-                r.registrars.lastAddresses?.length === 1 && r.registrars.lastAddresses[0] === s.registrar
-                  ? r // the same registrar again: nothing to write (the clock saves lastGoodTime itself)
-                  : {
-                      ...r,
-                      registrars: { ...r.registrars, lastAddresses: [s.registrar!], updatedAt: clock.now() },
-                      // Only a time SNTP vouched for (the OS clock may be years off before).
-                      ...(clock.isSet() ? { lastGoodTime: clock.now() } : {}),
-                    },
-              )
-              .then((r) => {
-                record = r;
-              })
-              .catch((err: unknown) =>
-                logger.error("store update failed", { code: (err as HandsetError).code }),
-              );
+            track(
+              store
+                .update((r) =>
+                  r.registrars.lastAddresses?.length === 1 && r.registrars.lastAddresses[0] === s.registrar
+                    ? r // the same registrar again: nothing to write (the clock saves lastGoodTime itself)
+                    : {
+                        ...r,
+                        registrars: {
+                          ...r.registrars,
+                          lastAddresses: [s.registrar!],
+                          updatedAt: clock.now(),
+                        },
+                        // Only a time SNTP vouched for (the OS clock may be years off before).
+                        ...(clock.isSet() ? { lastGoodTime: clock.now() } : {}),
+                      },
+                )
+                .then((r) => {
+                  record = r;
+                })
+                .catch((err: unknown) =>
+                  logger.error("store update failed", { code: (err as HandsetError).code }),
+                ),
+            );
           }
+          lastStatus = status;
           onStatus(status);
         });
         // Renewal runs beside registration and never blocks it: with the web services unreachable
@@ -329,8 +397,11 @@ export function createPhoneServices(o: {
       return {
         stop: async () => {
           stopped = true;
+          lastStatus = undefined;
           lifecycle?.stop();
           await account?.stop({ unregister: true });
+          // Stopped means stopped: no store write lands after this (a reboot or a test's cleanup).
+          await Promise.all(writes);
         },
       };
     },
@@ -340,20 +411,43 @@ export function createPhoneServices(o: {
       record = await store.loadOrCreate();
     },
 
-    async networkInfo() {
-      const rec = await loadRecord();
-      const rows: Array<[string, string]> = [];
-      if (rec.credential) {
-        rows.push(["User", rec.credential.uri]);
-        rows.push([
-          "Cert until",
-          new Date(new X509Certificate(rec.credential.certPem).validTo).toISOString().slice(0, 10),
-        ]);
+    async factoryReset() {
+      lastStatus = undefined;
+      ticketCache = new PinTicketCache();
+      await factoryResetStore(store, random);
+      record = undefined;
+      plan = undefined;
+      discovered = undefined;
+    },
+
+    async diagnostics() {
+      let rec: IdentityRecord | undefined;
+      try {
+        rec = await store.load();
+      } catch {
+        rec = record;
       }
-      for (const r of plan?.registrars ?? []) rows.push([`Registrar (${r.source})`, `${r.host}:${r.port}`]);
-      if (plan?.certProvUrl) rows.push(["CertProv", plan.certProvUrl]);
-      for (const n of plan?.ntpServers ?? []) rows.push(["NTP", `${n.host}:${n.port}`]);
-      return rows;
+      if (rec) record = rec;
+      return diagnostics({
+        version: VERSION,
+        ...(rec ? { record: rec } : {}),
+        ...(lastStatus
+          ? {
+              registration: {
+                state: lastStatus.state,
+                ...(lastStatus.registrar ? { registrar: lastStatus.registrar } : {}),
+                ...(lastStatus.primary !== undefined ? { primary: lastStatus.primary } : {}),
+              },
+            }
+          : {}),
+        network: (o.network ?? (() => localInterface(config.dhcp?.interface)))(),
+        ntp: { set: clock.isSet(), ...(ntpUsed ?? {}) },
+        ...(discovered ? { discovery: discovered } : {}),
+      });
+    },
+
+    async networkInfo() {
+      return diagnosticsRows(await this.diagnostics());
     },
   };
 }

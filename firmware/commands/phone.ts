@@ -3,20 +3,26 @@
  * validated file (firmware/config/). Every state change and every display frame is an event
  * (--json prints them one per line). The development demo (test/dev/) drives the same runPhone.
  */
-import { readFile } from "node:fs/promises";
 import { createPiBoardFromEnvironment } from "../../board/pi/pi-board.ts";
-import { attachTerminalView, createSimBoard, type SimBoard, startWebView } from "../../board/sim/index.ts";
+import {
+  attachTerminalView,
+  createSimBoard,
+  parseKeys,
+  type SimBoard,
+  startWebView,
+} from "../../board/sim/index.ts";
 import { ConfigError } from "../config/parse.ts";
 import { HandsetError } from "../core/errors.ts";
-import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
+import type { Logger } from "../core/logger.ts";
 import type { Board } from "../hal/board.ts";
 import { type PhoneConfig, phoneConfigFrom, startPhone } from "../main.ts";
 import { PHONE_STATES } from "../phone/lifecycle.ts";
 import type { PhoneEvent } from "../phone/phone.ts";
 import { SystemClock } from "../platform/system-clock.ts";
-import { parseFlags, required } from "./args.ts";
+import { type ArgSpec, type CommandSpec, parseFlags, required, seconds, VERBOSE_FLAG } from "./args.ts";
 import { loadConfigFile } from "./config.ts";
-import type { Output } from "./output.ts";
+import { checkStoreDir, InputError, readTrustFile } from "./input-files.ts";
+import { logSink, type Output } from "./output.ts";
 
 const STATES = new Set<string>(PHONE_STATES);
 
@@ -27,44 +33,51 @@ export interface RunFlags {
   web?: number;
 }
 
+/** The flags of a phone run (`handset run`, and the demo's too). */
+export const PHONE_FLAGS = {
+  keys: {
+    type: "string",
+    arg: "KEYS",
+    help: 'type these keys at sign-in: 0-9 * #, {name} for others ({soft1}, {ok}), e.g. "4711#1234#"',
+  },
+  until: {
+    type: "string",
+    arg: "STATE",
+    help: `exit 0 once the phone reaches STATE (${PHONE_STATES.join(", ")})`,
+  },
+  timeout: { type: "string", arg: "S", help: "exit 1 if that has not happened after S seconds" },
+  web: { type: "string", arg: "PORT", help: "serve the simulated phone as a web page on 127.0.0.1:PORT" },
+  ...VERBOSE_FLAG,
+} as const satisfies ArgSpec;
+
 export function phoneFlags(f: Record<string, string | boolean | undefined>): RunFlags {
   const until = typeof f["until"] === "string" ? f["until"] : undefined;
-  if (until && !STATES.has(until))
-    throw new HandsetError("usage", `--until must be one of ${[...STATES].join(", ")}`);
-  const web = f["web"] !== undefined ? Number(f["web"]) : undefined;
-  if (web !== undefined && (!Number.isInteger(web) || web < 0 || web > 65535))
-    throw new HandsetError("usage", "--web must be a port number");
-  const timeoutS = f["timeout"] !== undefined ? Number(f["timeout"]) : undefined;
-  if (timeoutS !== undefined && !(timeoutS > 0 && timeoutS <= 86_400))
-    throw new HandsetError("usage", "--timeout must be a number of seconds (up to 86400)");
+  if (until !== undefined && !STATES.has(until))
+    throw new HandsetError("usage", `--until must be one of ${[...STATES].join(", ")}; got "${until}"`);
+  const webText = f["web"];
+  const web =
+    webText !== undefined ? (/^\d{1,5}$/.test(String(webText)) ? Number(webText) : Number.NaN) : undefined;
+  if (web !== undefined && !(Number.isInteger(web) && web >= 0 && web <= 65535))
+    throw new HandsetError("usage", `--web must be a port number (0 to 65535), got "${String(webText)}"`);
+  const timeoutS = f["timeout"] !== undefined ? seconds(f, "timeout", 0) : undefined;
+  const keys = typeof f["keys"] === "string" ? f["keys"] : undefined;
+  if (keys !== undefined) {
+    // Refused now, not when the phone first asks for them (after the network is up).
+    try {
+      parseKeys(keys);
+    } catch (err) {
+      throw new HandsetError("usage", `--keys: ${(err as Error).message} (keys: 0-9 * # {name})`);
+    }
+  }
   return {
-    ...(typeof f["keys"] === "string" ? { keys: f["keys"] } : {}),
+    ...(keys !== undefined ? { keys } : {}),
     ...(until ? { until } : {}),
     ...(timeoutS !== undefined ? { timeoutS } : {}),
     ...(web !== undefined ? { web } : {}),
   };
 }
 
-/** With --verbose every log record is a `log` event, its fields included (they hold no secret). */
-export function logSink(out: Output, verbose: boolean): Logger {
-  return verbose
-    ? createLogger((r) => {
-        let fields: unknown;
-        try {
-          fields = r.fields ? JSON.parse(JSON.stringify(r.fields)) : undefined;
-        } catch {
-          fields = undefined; // a field JSON cannot carry (a cycle, a bigint): the message still goes out
-        }
-        out.event({
-          event: "log",
-          level: r.level,
-          category: r.category,
-          message: r.message,
-          ...(fields !== undefined ? { fields } : {}),
-        });
-      })
-    : silentLogger;
-}
+export { logSink };
 
 /** Runs a phone on a board until --until is reached, the timeout passes, or a signal arrives. */
 export async function runPhone(
@@ -131,33 +144,48 @@ export async function runPhone(
   return code;
 }
 
+export const RUN_SPEC = {
+  summary: 'the firmware on a board (board "pi" or "sim" in the configuration file)',
+  synopsis: ["--config FILE [flags]"],
+  flags: {
+    config: { type: "string", arg: "FILE", help: "the configuration (handset config --defaults lists it)" },
+    ...PHONE_FLAGS,
+  },
+} as const satisfies CommandSpec;
+
+/** The trusted roots a configuration names, each read and parsed: an error names the file. */
+async function readTrustedRoots(paths: string[], configPath: string): Promise<string[]> {
+  const roots: string[] = [];
+  for (const p of paths) {
+    try {
+      roots.push(await readTrustFile(p, "trustedRoots"));
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      throw new ConfigError("trustedRoots", err.message.replace(/^trustedRoots /, "")).inFile(configPath);
+    }
+  }
+  return roots;
+}
+
 export async function runCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    config: { type: "string" },
-    keys: { type: "string" },
-    until: { type: "string" },
-    timeout: { type: "string" },
-    web: { type: "string" },
-    verbose: { type: "boolean" },
-  });
+  const f = parseFlags(argv, RUN_SPEC.flags);
   const path = required(f, "config");
+  const flags = phoneFlags(f);
   const file = await loadConfigFile(path);
-  const trustedRoots = await Promise.all(
-    file.trustedRoots.map(async (p) => {
-      try {
-        return await readFile(p, "utf8");
-      } catch (err) {
-        throw new ConfigError("trustedRoots", `cannot read ${p}: ${(err as Error).message}`).inFile(path);
-      }
-    }),
-  );
+  const trustedRoots = await readTrustedRoots(file.trustedRoots, path);
+  try {
+    await checkStoreDir(file.storeDir, "storeDir");
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    throw new ConfigError("storeDir", err.message.replace(/^storeDir /, "")).inFile(path);
+  }
   const config = phoneConfigFrom(file, trustedRoots);
   const logger = logSink(out, f["verbose"] === true);
   const clock = new SystemClock();
   if (file.board === "pi") {
     const board = await createPiBoardFromEnvironment({ clock, logger });
-    return runPhone(out, config, board, undefined, phoneFlags(f), logger);
+    return runPhone(out, config, board, undefined, flags, logger);
   }
   const sim = createSimBoard({ clock });
-  return runPhone(out, config, sim, sim, phoneFlags(f), logger);
+  return runPhone(out, config, sim, sim, flags, logger);
 }

@@ -3,48 +3,53 @@
  * standard input (--pin-stdin), in HANDSET_PIN or in --pin: PIN sign-in and certificate
  * provisioning into a store. The PIN is never echoed, stored or logged.
  */
-import { readFile } from "node:fs/promises";
 import { HandsetError } from "../core/errors.ts";
-import { createLogger, silentLogger } from "../core/logger.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { signIn } from "../provisioning/resumable-sign-in.ts";
-import { PIN_FLAGS, parseFlags, readPin, required } from "./args.ts";
+import {
+  type CommandSpec,
+  PIN_FLAGS,
+  PIN_NOTE,
+  parseFlags,
+  readPin,
+  required,
+  VERBOSE_FLAG,
+} from "./args.ts";
 import { openStore, signInDeps } from "./identity.ts";
-import type { Output } from "./output.ts";
+import { checkStoreDir, httpsUrl, readTrustFile } from "./input-files.ts";
+import { logSink, type Output } from "./output.ts";
 
-export async function readPem(path: string, flag: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch {
-    throw new HandsetError("file-unreadable", `Cannot read --${flag} file ${path}`);
-  }
-}
+export const PROVISION_SPEC = {
+  summary: "PIN sign-in and certificate provisioning into a store",
+  synopsis: ["--web CERTPROV-URL --extension N --store DIR --ca PEM and a PIN"],
+  flags: {
+    web: { type: "string", arg: "CERTPROV-URL", help: "the certificate provisioning service (https URL)" },
+    extension: { type: "string", arg: "N", help: "the extension to sign in as" },
+    ...PIN_FLAGS,
+    store: { type: "string", arg: "DIR", help: "the identity store to provision into (created if need be)" },
+    ca: { type: "string", arg: "PEM", help: "the root certificate(s) the web services' chain to (PEM file)" },
+    ...VERBOSE_FLAG,
+  },
+  notes: PIN_NOTE,
+} as const satisfies CommandSpec;
 
 export async function provisionCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    web: { type: "string" },
-    extension: { type: "string" },
-    ...PIN_FLAGS,
-    store: { type: "string" },
-    ca: { type: "string" },
-    verbose: { type: "boolean" },
-  });
-  const certProvUrl = required(f, "web");
+  const f = parseFlags(argv, PROVISION_SPEC.flags);
+  // Every flag and every file is checked here, before the first packet.
+  const certProvUrl = httpsUrl(required(f, "web"), "web");
   const extension = required(f, "extension");
+  const storeDir = required(f, "store");
+  await checkStoreDir(storeDir, "store");
+  const ca = await readTrustFile(required(f, "ca"), "ca");
   const pin = await readPin(f);
   if (pin === undefined)
     throw new HandsetError("usage", "a PIN is required: --pin-stdin, HANDSET_PIN or --pin (see --help)");
   if (!/^\d{1,32}$/.test(pin)) throw new HandsetError("usage", "the PIN must be digits");
-  const ca = await readPem(required(f, "ca"), "ca");
   const random = new CryptoRandom();
   const clock = new SystemClock();
-  const logger = f["verbose"]
-    ? createLogger((r) =>
-        out.event({ event: "log", level: r.level, category: r.category, message: r.message }),
-      )
-    : silentLogger;
-  const store = openStore(required(f, "store"), random);
+  const logger = logSink(out, f["verbose"] === true);
+  const store = openStore(storeDir, random);
   out.event({ event: "state", state: "signing-in", extension });
   const result = await signIn(signInDeps({ store, ca: [ca], random, clock, logger }), {
     certProvUrl,

@@ -6,13 +6,14 @@
 import { createHash, X509Certificate } from "node:crypto";
 import type { Clock } from "../core/clock.ts";
 import { asHandsetError, HandsetError } from "../core/errors.ts";
-import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
+import { type Logger, silentLogger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
 import { signIn } from "../provisioning/resumable-sign-in.ts";
+import { parseUri, type SipUri } from "../sip/grammar/uri.ts";
 import type { EndpointIdentity } from "../sip/registration/register-request.ts";
 import {
   CertificateRequiredError,
@@ -21,10 +22,28 @@ import {
 } from "../sip/registration/registration.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import { UserAgentCore } from "../sip/user-agent-core.ts";
-import { hostPort, PIN_FLAGS, parseFlags, readPin, required } from "./args.ts";
+import {
+  type CommandSpec,
+  hostPort,
+  oneOf,
+  PIN_FLAGS,
+  PIN_NOTE,
+  parseFlags,
+  readPin,
+  required,
+  seconds,
+  VERBOSE_FLAG,
+  wholeNumber,
+} from "./args.ts";
 import { openStore, signInDeps } from "./identity.ts";
-import type { Output } from "./output.ts";
-import { readPem } from "./provision.ts";
+import {
+  checkKeyMatchesCertificate,
+  checkStoreDir,
+  readCertificateFile,
+  readKeyFile,
+  readTrustFile,
+} from "./input-files.ts";
+import { logSink, type Output } from "./output.ts";
 
 export interface RegisterOnceOptions {
   registrar: { host: string; port: number; serverName?: string };
@@ -65,7 +84,8 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
     o.cert && o.key
       ? { cert: o.cert, key: o.key, notAfter: new Date(new X509Certificate(o.cert).validTo).getTime() }
       : undefined;
-  const connect = tlsFlowConnector({ ca: o.ca, clock });
+  // The connect counts against --timeout too.
+  const connect = tlsFlowConnector({ ca: o.ca, clock, connectTimeoutMs: Math.min(10_000, o.timeoutMs) });
   let target = o.registrar;
   const deadline = clock.monotonic() + o.timeoutMs;
   for (let hop = 0; hop < 4; hop++) {
@@ -168,38 +188,82 @@ export async function registerOnce(o: RegisterOnceOptions): Promise<RegisterOnce
   throw new HandsetError("redirect-loop", "Too many redirects");
 }
 
-export async function registerCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    registrar: { type: "string" },
-    uri: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    ca: { type: "string" },
-    store: { type: "string" },
-    extension: { type: "string" },
+export const REGISTER_SPEC = {
+  summary: "one TLS-DSK registration; exits 0 only when every 2xx's rspauth verified",
+  synopsis: [
+    "--registrar HOST:PORT --uri SIP-URI --cert PEM --key PEM --ca PEM [flags]",
+    "--store DIR --registrar HOST:PORT --ca PEM [--extension N and a PIN] [flags]",
+  ],
+  flags: {
+    registrar: {
+      type: "string",
+      arg: "HOST:PORT",
+      help: "the registrar (a 301 to the home pool is followed)",
+    },
+    uri: { type: "string", arg: "SIP-URI", help: "the address of record, e.g. sip:4711@lab.test" },
+    cert: { type: "string", arg: "PEM", help: "the client certificate (PEM file)" },
+    key: { type: "string", arg: "PEM", help: "its private key (PEM file); must match --cert" },
+    ca: { type: "string", arg: "PEM", help: "the root certificate(s) the registrar's chain to (PEM file)" },
+    store: { type: "string", arg: "DIR", help: "the identity store (instead of --cert and --key)" },
+    extension: {
+      type: "string",
+      arg: "N",
+      help: "with --store: sign in as N when the store holds no certificate",
+    },
     ...PIN_FLAGS,
-    "server-name": { type: "string" },
-    "inner-tls": { type: "string" },
-    refreshes: { type: "string" },
-    timeout: { type: "string" },
-    verbose: { type: "boolean" },
-  });
+    "server-name": { type: "string", arg: "NAME", help: "the name the registrar's certificate must carry" },
+    "inner-tls": {
+      type: "string",
+      arg: "1.2|1.0|auto",
+      help: "the TLS version inside the tunnel (default auto)",
+    },
+    refreshes: { type: "string", arg: "N", help: "refresh N times, each verified (default 0)" },
+    timeout: { type: "string", arg: "S", help: "give up after S seconds (default 30)" },
+    ...VERBOSE_FLAG,
+  },
+  notes: PIN_NOTE,
+} as const satisfies CommandSpec;
+
+/** `--uri`: a sip: or sips: URI with a user part, parsed by the SIP grammar the REGISTER uses. */
+export function addressOfRecord(text: string): string {
+  const bad = (why: string) =>
+    new HandsetError("usage", `--uri must be a SIP URI such as sip:4711@lab.test, got "${text}" (${why})`);
+  let uri: SipUri;
+  try {
+    uri = parseUri(text);
+  } catch (err) {
+    const why = (err as Error).message.split("\n")[0]!;
+    throw bad(/no valid scheme/.test(why) ? "no sip: scheme" : why.replace(/ (of|in) URI "[^"]*"/, ""));
+  }
+  if (uri.scheme !== "sip" && uri.scheme !== "sips") throw bad(`a ${uri.scheme}: URI`);
+  if (!uri.user) throw bad("no user part");
+  if (!uri.host) throw bad("no host");
+  return text;
+}
+
+export async function registerCommand(argv: string[], out: Output): Promise<number> {
+  const f = parseFlags(argv, REGISTER_SPEC.flags);
+  // Every flag and every file is checked here, before the first packet.
   const registrar = hostPort(required(f, "registrar"), "registrar");
+  const innerTls = oneOf(f, "inner-tls", ["1.2", "1.0", "auto"] as const, "auto");
+  const refreshes = wholeNumber(f, "refreshes", 0, { max: 1000 });
+  const timeoutS = seconds(f, "timeout", 30);
+  const storeDir = typeof f["store"] === "string" ? f["store"] : undefined;
+  const uriFlag = typeof f["uri"] === "string" ? addressOfRecord(f["uri"]) : undefined;
+  let files: { cert: string; key: string; uri: string } | undefined;
+  if (storeDir === undefined) {
+    const certPath = required(f, "cert");
+    const keyPath = required(f, "key");
+    const uri = required(f, "uri");
+    const cert = await readCertificateFile(certPath, "cert");
+    const key = await readKeyFile(keyPath, "key");
+    checkKeyMatchesCertificate(cert, key.key, { cert: certPath, key: keyPath });
+    files = { cert, key: key.pem, uri };
+  } else await checkStoreDir(storeDir, "store");
+  const ca = await readTrustFile(required(f, "ca"), "ca");
   // Read before registering: standard input is read once, whether or not sign-in turns out needed.
   const pin = await readPin(f);
-  const innerTls = (f["inner-tls"] ?? "auto") as string;
-  if (!["1.2", "1.0", "auto"].includes(innerTls))
-    throw new HandsetError("usage", "--inner-tls must be 1.2, 1.0 or auto");
-  const refreshes = Number(f["refreshes"] ?? "0");
-  if (!Number.isInteger(refreshes) || refreshes < 0)
-    throw new HandsetError("usage", "--refreshes must be a whole number");
-  const timeoutS = Number(f["timeout"] ?? "30");
-  const ca = await readPem(required(f, "ca"), "ca");
-  const logger = f["verbose"]
-    ? createLogger((r) =>
-        out.event({ event: "log", level: r.level, category: r.category, message: r.message }),
-      )
-    : silentLogger;
+  const logger = logSink(out, f["verbose"] === true);
   const base = {
     registrar: {
       ...registrar,
@@ -213,10 +277,8 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     onEvent: (e: { event: string; [k: string]: unknown }) => out.event(e),
   };
 
-  if (typeof f["store"] !== "string") {
-    const cert = await readPem(required(f, "cert"), "cert");
-    const key = await readPem(required(f, "key"), "key");
-    const uri = required(f, "uri");
+  if (files) {
+    const { cert, key, uri } = files;
     const result = await registerOnce({ ...base, endpoint: endpointForCert(uri, cert), cert, key });
     out.event({ event: "done", ...result });
     return 0;
@@ -224,11 +286,11 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
 
   // The stored identity: the same epid and +sip.instance on every boot, the provisioned certificate.
   const random = new CryptoRandom();
-  const store = openStore(f["store"], random);
+  const store = openStore(storeDir!, random);
   const fromStore = async () => {
     const record = await store.loadOrCreate();
     const cred = record.credential;
-    const uri = cred?.uri ?? (typeof f["uri"] === "string" ? f["uri"] : undefined);
+    const uri = cred?.uri ?? uriFlag;
     if (!uri)
       throw new HandsetError("sign-in-required", "The store holds no identity yet: run handset provision");
     return {

@@ -1,5 +1,10 @@
-/** LEDs and the hook switch. */
-export type IndicatorState = "off" | "on" | "blink";
+/**
+ * LEDs and the hook switch. An LED is `off`, `on` (steady), `blink` (fast, even on/off: something
+ * is in progress or wrong) or `wink` (lit, with a short dark wink every 2 s: working, but not
+ * fully, e.g. the phone's limited service), so that each differs from the others at a glance on
+ * a single-colour LED.
+ */
+export type IndicatorState = "off" | "on" | "blink" | "wink";
 
 export interface Indicator {
   set(state: IndicatorState): void;

@@ -4,7 +4,7 @@
  * a bug in the phone, never a condition of the network, so it throws a plain Error.
  *
  * UI modes are sub-states: the sign-in form (extension, then PIN) lives inside
- * `sign-in-required`; the menu family overlays the idle and failed states.
+ * `sign-in-required`; the menu family overlays the idle and failed states and the sign-in form.
  */
 export type PhoneState =
   | "booting"
@@ -43,13 +43,14 @@ export const TRANSITIONS: Readonly<Record<PhoneState, readonly PhoneState[]>> = 
   discovering: ["clock-set", "failed", "registering", "sign-in-required", "signing-in"],
   // credential in flash → register; none → sign in; a sign-in held across a clock retry → signing-in.
   "clock-set": ["registering", "sign-in-required", "signing-in"],
-  "sign-in-required": ["signing-in"],
+  // A factory reset (menu) starts again from discovery, as a reboot would.
+  "sign-in-required": ["signing-in", "discovering"],
   // PIN-class failures return to the form (never retried automatically); network/TLS/time → failed.
   "signing-in": ["provisioned", "sign-in-required", "failed"],
   provisioned: ["registering"],
-  registering: ["registering", "registered", "limited", "failed", "sign-in-required"],
-  registered: ["registered", "registering", "limited", "failed", "sign-in-required"],
-  limited: ["limited", "registering", "registered", "failed", "sign-in-required"],
+  registering: ["registering", "registered", "limited", "failed", "sign-in-required", "discovering"],
+  registered: ["registered", "registering", "limited", "failed", "sign-in-required", "discovering"],
+  limited: ["limited", "registering", "registered", "failed", "sign-in-required", "discovering"],
   // The phone never gives up: every automatic step can be resumed from here.
   failed: ["failed", "discovering", "signing-in", "registering", "registered", "limited", "sign-in-required"],
 };
@@ -72,15 +73,23 @@ export type UiMode =
   | "network-info"
   | "about"
   | "confirm-sign-out"
-  | "signing-out";
+  | "signing-out"
+  | "confirm-reset"
+  | "resetting";
 
-const MENU_MODES: readonly UiMode[] = ["menu", "network-info", "about", "confirm-sign-out", "signing-out"];
+/** The menu family that an admin needs before anyone signed in too (diagnostics, factory reset). */
+const ADMIN_MODES: readonly UiMode[] = ["menu", "network-info", "about", "confirm-reset", "resetting"];
+const SIGNED_IN_MODES: readonly UiMode[] = ["confirm-sign-out", "signing-out"];
 const MENU_STATES: readonly PhoneState[] = ["registering", "registered", "limited", "failed"];
 
-/** Whether a UI mode may be shown in a lifecycle state (the form only when signed out, the menu on idle/failed). */
+/**
+ * Whether a UI mode may be shown in a lifecycle state: the form only when signed out; the menu
+ * on idle/failed and on the sign-in screen (sign-out only where someone is signed in).
+ */
 export function uiAllowed(state: PhoneState, ui: UiMode): boolean {
   if (ui === "extension" || ui === "pin") return state === "sign-in-required";
-  if (MENU_MODES.includes(ui)) return MENU_STATES.includes(state);
+  if (ADMIN_MODES.includes(ui)) return MENU_STATES.includes(state) || state === "sign-in-required";
+  if (SIGNED_IN_MODES.includes(ui)) return MENU_STATES.includes(state);
   return state !== "sign-in-required";
 }
 

@@ -24,7 +24,7 @@ import type { HookSwitch, IndicatorState, Indicators } from "../hal/indicators.t
 import type { KeyEvent, KeySource } from "../hal/keys.ts";
 import { type Command, commandFor } from "./keymap.ts";
 import { assertTransition, type PhoneState, type UiMode, uiAllowed } from "./lifecycle.ts";
-import { formatClock, INFO_PER_PAGE, MENU_ITEMS, type PhoneView, type RetryStep, render } from "./screens.ts";
+import { formatClock, infoPages, menuItems, type PhoneView, type RetryStep, render } from "./screens.ts";
 import type { DiscoveryResult, PhoneServices, RegistrationHandle, RegistrationStatus } from "./services.ts";
 import { appendDigit, backspace, EXTENSION_MAX, PIN_MAX } from "./text-entry.ts";
 
@@ -116,7 +116,10 @@ export class Phone {
   /** The PIN being typed or in flight; "" whenever no sign-in needs it. Never logged or shown. */
   private pin = "";
   private notice: PhoneView["notice"];
-  private failure: PhoneView["failure"];
+  /** Why the phone is in `failed`; `retryAt` is on the monotonic clock (the screen counts down to it). */
+  private failure: { code: string; step: RetryStep; retryAt?: number } | undefined;
+  /** Re-renders the failed screen once a second while it shows a countdown. */
+  private countdownTimer: TimerHandle | undefined;
   private displayName: string | undefined;
   private uri: string | undefined;
   private registrar: string | undefined;
@@ -186,6 +189,8 @@ export class Phone {
     this.clockRetryTimer?.cancel();
     this.clockRetryTimer = undefined;
     this.minuteTimer?.cancel();
+    this.countdownTimer?.cancel();
+    this.countdownTimer = undefined;
     for (const u of this.unsubscribe.splice(0)) u();
     await this.stopRegistration();
   }
@@ -208,7 +213,11 @@ export class Phone {
     if (this.registrar) v.registrar = this.registrar;
     if (this.primary !== undefined) v.primary = this.primary;
     if (this.notice) v.notice = this.notice;
-    if (this.failure) v.failure = this.failure;
+    if (this.failure) {
+      const { code, step, retryAt } = this.failure;
+      v.failure = { code, step };
+      if (retryAt !== undefined) v.failure.retryInMs = Math.max(0, retryAt - this.clock.monotonic());
+    }
     if (this.info) v.info = this.info;
     return v;
   }
@@ -222,6 +231,8 @@ export class Phone {
     this.gen++;
     this.retryTimer?.cancel();
     this.retryTimer = undefined;
+    this.countdownTimer?.cancel();
+    this.countdownTimer = undefined;
     this.ui =
       info.ui ?? (uiAllowed(to, this.ui) ? this.ui : to === "sign-in-required" ? "extension" : "none");
     if (to !== "failed") this.failure = undefined;
@@ -297,6 +308,11 @@ export class Phone {
       this.transition("registering");
       this.startRegistration();
     } else {
+      if (id.damaged) {
+        // Not "no identity yet": what was in flash is gone, and the form says why it asks.
+        this.reportError(new HandsetError(id.damaged.code, id.damaged.message));
+        this.notice = { code: id.damaged.code };
+      }
       this.transition("sign-in-required", { ui: "extension" });
     }
   }
@@ -429,7 +445,7 @@ export class Phone {
           return;
         }
         this.reportError(error);
-        this.failure = { code: error.code, step: "register", retryInMs: s.retryInMs };
+        this.failure = { code: error.code, step: "register", retryAt: this.clock.monotonic() + s.retryInMs };
         this.transition("failed", { reason: error.code, retryInMs: s.retryInMs });
         return;
       }
@@ -455,7 +471,7 @@ export class Phone {
     const e = asHandsetError(err, DEFAULT_CODE[step]);
     this.reportError(e);
     const retryInMs = backoffDelay(this.attempts[step]++, this.random, this.backoff);
-    this.failure = { code: e.code, step, retryInMs };
+    this.failure = { code: e.code, step, retryAt: this.clock.monotonic() + retryInMs };
     this.transition("failed", { reason: e.code, retryInMs, fields: { step } });
     this.retryTimer = this.clock.setTimer(retryInMs, () => this.retry());
   }
@@ -509,6 +525,38 @@ export class Phone {
     this.transition("sign-in-required", { reason: "signed-out", ui: "extension" });
   }
 
+  /**
+   * Factory reset (menu, confirmed): registration stops, flash is wiped to factory state (new
+   * device ids, no certificate, no cached servers), and the phone starts again from discovery,
+   * as after a power-on. A failing wipe is reported and the phone still starts again.
+   */
+  private async factoryReset(): Promise<void> {
+    this.gen++; // drop whatever step was in flight
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
+    this.setUi("resetting");
+    await this.stopRegistration();
+    try {
+      await this.services.factoryReset();
+    } catch (err) {
+      this.reportError(asHandsetError(err, "factory-reset-failed"));
+    }
+    if (!this.running) return;
+    this.log.info("factory reset");
+    this.discovery = undefined;
+    this.extension = "";
+    this.pin = "";
+    this.displayName = undefined;
+    this.uri = undefined;
+    this.registrar = undefined;
+    this.primary = undefined;
+    this.notice = undefined;
+    this.info = undefined;
+    for (const k of Object.keys(this.attempts) as RetryStep[]) this.attempts[k] = 0;
+    this.transition("discovering", { reason: "factory-reset", ui: "none" });
+    void this.discoverAndSetClock(this.gen, true).catch(this.logFailure("discoverAndSetClock"));
+  }
+
   // ── keys ─────────────────────────────────────────────────────────────────────────────────
 
   private onKey(event: KeyEvent): void {
@@ -535,6 +583,17 @@ export class Phone {
         this.refresh();
         return;
       }
+      case "rubout":
+        if (this.ui !== "pin") return;
+        if (!this.pin) {
+          this.notice = undefined;
+          this.setUi("extension");
+          return;
+        }
+        this.pin = backspace(this.pin);
+        this.notice = undefined;
+        this.refresh();
+        return;
       case "next":
         if (this.ui !== "extension" || !this.extension) return;
         this.pin = "";
@@ -554,11 +613,13 @@ export class Phone {
         void this.runSignIn(this.gen).catch(this.logFailure("runSignIn"));
         return;
       case "open-menu":
+        // A PIN is never kept while the phone shows something else.
+        if (form) this.pin = "";
         this.menuIndex = 0;
         this.setUi("menu");
         return;
       case "close-menu":
-        this.setUi("none");
+        this.setUi(this.current === "sign-in-required" ? "extension" : "none");
         return;
       case "menu-back":
         this.setUi("menu");
@@ -567,15 +628,17 @@ export class Phone {
       case "down": {
         const step = cmd.kind === "up" ? -1 : 1;
         if (this.ui === "menu") {
-          this.menuIndex = (this.menuIndex + step + MENU_ITEMS.length) % MENU_ITEMS.length;
+          const n = menuItems(this.current).length;
+          this.menuIndex = (this.menuIndex + step + n) % n;
         } else if (this.ui === "network-info" && this.info) {
-          const pages = Math.max(1, Math.ceil(this.info.length / INFO_PER_PAGE));
+          const pages = infoPages(this.info, this.display.cols).length;
           this.infoPage = Math.min(pages - 1, Math.max(0, this.infoPage + step));
         }
         this.refresh();
         return;
       }
       case "pick":
+        if (cmd.index >= menuItems(this.current).length) return;
         this.menuIndex = cmd.index;
         this.openMenuItem();
         return;
@@ -583,7 +646,8 @@ export class Phone {
         this.openMenuItem();
         return;
       case "yes":
-        void this.signOut().catch(this.logFailure("signOut"));
+        if (this.ui === "confirm-reset") void this.factoryReset().catch(this.logFailure("factoryReset"));
+        else if (this.ui === "confirm-sign-out") void this.signOut().catch(this.logFailure("signOut"));
         return;
       case "no":
         this.setUi("menu");
@@ -595,9 +659,10 @@ export class Phone {
   }
 
   private openMenuItem(): void {
-    const item = MENU_ITEMS[this.menuIndex];
+    const item = menuItems(this.current)[this.menuIndex];
     if (item === "About") this.setUi("about");
     else if (item === "Sign out") this.setUi("confirm-sign-out");
+    else if (item === "Factory reset") this.setUi("confirm-reset");
     else if (item === "Network info") void this.loadNetworkInfo().catch(this.logFailure("loadNetworkInfo"));
   }
 
@@ -627,16 +692,46 @@ export class Phone {
   private refresh(): void {
     const frame = render(this.view(), { cols: this.display.cols, rows: this.display.rows });
     const text = frame.lines.join("\n");
+    this.syncCountdown();
     if (text === this.lastFrame) return;
     this.lastFrame = text;
     this.display.show(frame);
     this.events.emit({ event: "display", lines: [...frame.lines] });
   }
 
+  /**
+   * While the failed screen shows "Retry in Ns", one timer re-renders it when the shown second
+   * changes; no timer runs while anything else shows.
+   */
+  private syncCountdown(): void {
+    const retryAt = this.failure?.retryAt;
+    const showing = this.running && this.current === "failed" && this.ui === "none" && retryAt !== undefined;
+    if (!showing) {
+      this.countdownTimer?.cancel();
+      this.countdownTimer = undefined;
+      return;
+    }
+    if (this.countdownTimer) return;
+    const left = retryAt - this.clock.monotonic();
+    if (left <= 0) return;
+    // The screen shows ceil(left / 1 s): the next change is when `left` crosses a whole second.
+    const inMs = ((left - 1) % 1000) + 1;
+    this.countdownTimer = this.clock.setTimer(inMs, () => {
+      this.countdownTimer = undefined;
+      this.refresh();
+    });
+  }
+
   private applyLeds(): void {
     const s = this.current;
     const led: IndicatorState =
-      s === "registered" || s === "limited" ? "on" : s === "registering" || s === "failed" ? "blink" : "off";
+      s === "registered"
+        ? "on"
+        : s === "limited"
+          ? "wink"
+          : s === "registering" || s === "failed"
+            ? "blink"
+            : "off";
     if (led === this.statusLed) return;
     this.statusLed = led;
     this.indicators.status.set(led);

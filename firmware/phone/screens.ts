@@ -54,8 +54,67 @@ export const STATUS_LABEL: Readonly<Record<PhoneState, string>> = {
   failed: "Failed",
 };
 
-export const MENU_ITEMS = ["Network info", "About", "Sign out"] as const;
-export const INFO_PER_PAGE = 2;
+export type MenuItem = "Network info" | "About" | "Sign out" | "Factory reset";
+/** The menu when someone is signed in (idle, failed). */
+export const MENU_ITEMS: readonly MenuItem[] = ["Network info", "About", "Sign out", "Factory reset"];
+/** The menu on the sign-in screen: the diagnostics an admin needs then, and the reset. */
+export const SIGN_IN_MENU_ITEMS: readonly MenuItem[] = ["Network info", "About", "Factory reset"];
+
+export function menuItems(state: PhoneState): readonly MenuItem[] {
+  return state === "sign-in-required" ? SIGN_IN_MENU_ITEMS : MENU_ITEMS;
+}
+
+/** Lines of the Network info screen per page (lines 1 and 2; the status line stays). */
+export const INFO_LINES_PER_PAGE = 2;
+
+/**
+ * The Network info pages for a display `cols` wide, never cutting a value: `label: value` on one
+ * line when it fits, else the label on its own line and the value wrapped below it (at a space,
+ * comma, slash, dot, colon or `@` where it can, else mid-word). Short items share a page; an
+ * item that needs more lines starts on a fresh page and goes on over as many pages as it takes.
+ */
+export function infoPages(info: ReadonlyArray<readonly [string, string]>, cols: number): string[][] {
+  const width = Math.max(1, cols);
+  const pages: string[][] = [];
+  let page: string[] = [];
+  const flush = () => {
+    if (page.length) pages.push(page);
+    page = [];
+  };
+  for (const [label, value] of info) {
+    const one = `${label}: ${value}`;
+    const lines = one.length <= width ? [one] : [...wrap(`${label}:`, width), ...wrap(value, width)];
+    if (lines.length > INFO_LINES_PER_PAGE - page.length) flush();
+    for (const line of lines) {
+      page.push(line);
+      if (page.length === INFO_LINES_PER_PAGE) flush();
+    }
+  }
+  flush();
+  return pages.length ? pages : [[""]];
+}
+
+const BREAK_AFTER = new Set([" ", ",", "/", ".", ":", "@", ";"]);
+
+/** Wraps `text` to lines of at most `cols`, breaking after a space or punctuation if it can. */
+export function wrap(text: string, cols: number): string[] {
+  const lines: string[] = [];
+  let rest = text.trim();
+  while (rest.length > cols) {
+    let cut = -1;
+    for (let k = cols; k > Math.floor(cols / 2); k--) {
+      if (rest[k] === " " || BREAK_AFTER.has(rest[k - 1] ?? "")) {
+        cut = k;
+        break;
+      }
+    }
+    if (cut < 0) cut = cols;
+    lines.push(rest.slice(0, cut).trimEnd());
+    rest = rest.slice(cut).trimStart();
+  }
+  if (rest || lines.length === 0) lines.push(rest);
+  return lines;
+}
 
 /** Titles of the failed screens, by error code; the step's title when the code is unknown. */
 const FAILURE_TITLE: Record<string, string> = {
@@ -67,6 +126,7 @@ const FAILURE_TITLE: Record<string, string> = {
   // A certificate check that failed only on time while SNTP has not answered yet.
   "clock-invalid": "Time not set",
   timeout: "Server timeout",
+  "store-damaged": "Identity damaged",
 };
 const STEP_TITLE: Record<RetryStep, string> = {
   discover: "No servers found",
@@ -78,10 +138,11 @@ const STEP_TITLE: Record<RetryStep, string> = {
 /** Messages on the sign-in form; the first candidate that fits the width is shown. */
 const NOTICE: Record<string, readonly string[]> = {
   "invalid-pin": ["Wrong PIN"],
-  "account-locked": ["Locked — call your admin", "Locked — call admin"],
+  "account-locked": ["Locked — call your admin", "Locked — call admin", "Locked—ask admin", "PIN locked"],
   "pin-auth-disabled": ["PIN sign-in disabled", "PIN sign-in off"],
   "sign-in-required": ["Signed out by server", "Sign in again"],
   "sign-in-interrupted": ["No answer: press # again", "No answer, retry"],
+  "store-damaged": ["Identity damaged: sign in", "Identity damaged"],
 };
 
 export function render(view: PhoneView, size: { cols: number; rows: number }): DisplayFrame {
@@ -105,22 +166,20 @@ function body(v: PhoneView, cols: number): [string, string, string] {
         attempts(v, cols) ?? spread("Back Clear", "#=OK", cols),
       ];
     case "menu": {
-      const i = Math.min(Math.max(v.menuIndex, 0), MENU_ITEMS.length - 1);
+      const items = menuItems(v.state);
+      const i = Math.min(Math.max(v.menuIndex, 0), items.length - 1);
       return [
         "Menu",
-        spread(`> ${MENU_ITEMS[i]}`, `${i + 1}/${MENU_ITEMS.length}`, cols),
+        spread(`> ${items[i]}`, `${i + 1}/${items.length}`, cols),
         spread("Back", "#=Select", cols),
       ];
     }
     case "network-info": {
       if (!v.info) return ["Network info", "Loading…", "Back"];
-      const pages = Math.max(1, Math.ceil(v.info.length / INFO_PER_PAGE));
-      const page = Math.min(Math.max(v.infoPage, 0), pages - 1);
-      const pair = (k: number): string => {
-        const p = v.info?.[page * INFO_PER_PAGE + k];
-        return p ? `${p[0]}: ${p[1]}` : "";
-      };
-      return [pair(0), pair(1), spread("Back", `${page + 1}/${pages}`, cols)];
+      const pages = infoPages(v.info, cols);
+      const page = Math.min(Math.max(v.infoPage, 0), pages.length - 1);
+      const lines = pages[page] ?? [];
+      return [lines[0] ?? "", lines[1] ?? "", spread("Back", `${page + 1}/${pages.length}`, cols)];
     }
     case "about":
       return [`handset ${v.version}`, v.uri ?? "Not signed in", "Back"];
@@ -128,6 +187,14 @@ function body(v: PhoneView, cols: number): [string, string, string] {
       return ["Sign out? #=Yes *=No", v.name ?? v.uri ?? "", ""];
     case "signing-out":
       return ["Signing out…", "", ""];
+    case "confirm-reset":
+      return [
+        firstFitting(["Factory reset?", "Reset?"], cols),
+        firstFitting(["Erases sign-in, cert", "Erases all"], cols),
+        spread("*=No", "#=Yes", cols),
+      ];
+    case "resetting":
+      return ["Resetting…", "", ""];
     case "none":
       return stateBody(v, cols);
   }
@@ -164,13 +231,37 @@ function notice(v: PhoneView, cols: number): string | undefined {
   return firstFitting(NOTICE[v.notice.code] ?? ["Sign-in failed"], cols);
 }
 
-/** The server's text about attempts left, shortened to "N attempts left" when it names a number. */
+/**
+ * The server's text about attempts left, as "N attempts left" when it names a number (or is
+ * one); its own words when they fit the line; else nothing (the line keeps its key hints): the
+ * display never shows a sentence cut off, and a lock needs no second line — its notice says it.
+ */
 function attempts(v: PhoneView, cols: number): string | undefined {
-  const text = v.notice?.attemptsWarning;
+  const text = v.notice?.attemptsWarning?.trim();
   if (!text) return undefined;
-  const n = /(\d+)\s*(?:more\s+)?(?:attempts?|tries|try)/i.exec(text) ?? /remaining\D*(\d+)/i.exec(text);
-  if (n?.[1]) return firstFitting([`${n[1]} attempt${n[1] === "1" ? "" : "s"} left`], cols);
-  return firstFitting([text], cols);
+  const n = attemptsLeft(text);
+  if (n !== undefined) {
+    const candidates = [`${n} attempt${n === 1 ? "" : "s"} left`, `${n} left`];
+    return candidates.find((c) => c.length <= cols);
+  }
+  if (v.notice?.code === "account-locked") return undefined;
+  return text.length <= cols ? text : undefined;
+}
+
+const NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+
+/** The number of attempts left a server's text names: "2 attempts remaining", "remaining: 2", "2", "one more try". */
+export function attemptsLeft(text: string): number | undefined {
+  const t = text.toLowerCase();
+  const num = `(\\d+|${NUMBER_WORDS.join("|")})`;
+  const m =
+    new RegExp(`^\\s*${num}\\s*$`).exec(t) ??
+    new RegExp(`\\b${num}\\s*(?:more\\s+)?(?:logon\\s+|sign-in\\s+)?(?:attempts?|tries|try)`).exec(t) ??
+    /(?:remaining|left)\D{0,12}?(\d+)/.exec(t);
+  const word = m?.[1];
+  if (word === undefined) return undefined;
+  const k = NUMBER_WORDS.indexOf(word);
+  return k >= 0 ? k : Number(word);
 }
 
 export function retryText(ms: number | undefined): string {

@@ -32,6 +32,11 @@ export interface Identity {
   displayName?: string;
   /** A client certificate and key are in flash: skip the PIN and register. */
   hasCredential: boolean;
+  /**
+   * Every stored generation was damaged (store-damaged): the certificate is lost, the store was
+   * started afresh, and only a new sign-in helps. The phone says so instead of "no identity yet".
+   */
+  damaged?: { code: string; message: string };
 }
 
 export interface SignInRequest {
@@ -63,7 +68,15 @@ export interface PhoneServices {
   register(d: DiscoveryResult, onStatus: (s: RegistrationStatus) => void): RegistrationHandle;
   /** Wipes the certificate and key. */
   signOut(): Promise<void>;
-  /** Label/value pairs for the menu's Network info page. */
+  /**
+   * Factory reset: flash back to factory state (no certificate, key, sign-in progress or cached
+   * servers; new device ids). The phone then starts again from discovery.
+   */
+  factoryReset(): Promise<void>;
+  /**
+   * Label/value pairs for the menu's Network info pages (whole values: the screen wraps them):
+   * registrar in use and whether it is the backup, IP, MAC, the NTP server used, the certificate.
+   */
   networkInfo(): Promise<Array<[label: string, value: string]>>;
   version: string;
 }

@@ -86,4 +86,15 @@ export const nodeFileSystem: FileSystem = {
       throw err;
     }
   },
+
+  async chmod(path, mode) {
+    // Through a handle, so that the inode's new mode can be fsynced like any other write.
+    const fh = await open(path, "r");
+    try {
+      await fh.chmod(mode);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  },
 };

@@ -20,6 +20,8 @@ export interface FileSystem {
   mkdirp(dir: string, mode: number): Promise<void>;
   /** Permission bits (e.g. 0o600), or undefined when the file does not exist. */
   mode(path: string): Promise<number | undefined>;
+  /** Sets the permission bits of an existing file or directory, durably (no umask applies). */
+  chmod(path: string, mode: number): Promise<void>;
 }
 
 /** Marker in the names of in-flight atomic writes; a leftover one is debris from a crash. */

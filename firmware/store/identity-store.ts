@@ -5,7 +5,8 @@
  *
  * On disk (directory `dir`, mode 0700; files 0600 because they hold the private key):
  *   identity.json            the current generation
- *   identity.prev.json       the previous good generation
+ *   identity.prev.json       the previous good generation — or, when the previous one held no
+ *                            certificate (a sign-in's last step), a second copy of the current
  *   identity.corrupt-<n>.json  a generation that failed its integrity check, kept for diagnosis
  *   identity.*.tmp-<rand>    debris of a write cut short; removed at load
  *
@@ -13,12 +14,35 @@
  * the canonical JSON (sorted keys, no whitespace) of `{generation, record}`. A file that does
  * not parse or whose digest does not match is corrupt and is never copied over a good one.
  *
+ * One bad file is survived without a new sign-in. The invariant: while the newest verified
+ * generation holds a credential (certificate and key), the other of the two files holds a
+ * verified generation with a credential too (the same one, or the one before it). So a
+ * truncated, bit-flipped or deleted identity.json or identity.prev.json still leaves a
+ * certificate with its key to register with.
+ *
  * save(): (0) if identity.json verifies, is the newest and already holds this very record,
  * write nothing; otherwise (1) if identity.json verifies, copy it atomically to
- * identity.prev.json; (2) write the new record atomically to identity.json with generation + 1. A power cut during (1)
- * leaves identity.json intact; during (2) rename() leaves identity.json old or new and
- * identity.prev.json holds the old one. load() returns the verified generation with the
- * highest number, so whatever is cut short, the phone boots with the last or the new record.
+ * identity.prev.json; (2) write the new record atomically to identity.json with generation + 1;
+ * (3) "mirror": when the new record holds a credential and what (1) would have left in
+ * identity.prev.json holds none (the first certificate after a sign-in's key/CSR steps, or the
+ * first save of an empty store), step (1) is skipped and the new bytes go to identity.prev.json
+ * as well, after identity.json. A power cut during (1) leaves identity.json intact; during (2)
+ * rename() leaves identity.json old or new and identity.prev.json holds the old one; during (3)
+ * identity.json holds the new record and load() completes the mirror. load() returns the
+ * verified generation with the highest number, so whatever is cut short, the phone boots with
+ * the last or the new record.
+ *
+ * load() also repairs, logging a warning for each: debris is removed; a corrupt generation is
+ * moved aside; when the invariant above does not hold (a file was damaged or deleted, or a
+ * mirror was cut short) the newest verified generation is copied over the missing, corrupt or
+ * certificate-less other file; identity files (and the directory) found with other permission
+ * bits than 0600 (0700), e.g. 0644 after a copy by hand, are set back.
+ *
+ * Nothing usable left — generations (or moved-aside corrupt ones) exist and none verifies —
+ * is StoreError "store-damaged", "The stored identity is damaged", from load(), loadOrCreate()
+ * and update() alike, on every call until reset() (factory reset) or wipeCredential() (sign
+ * out) clears the directory. It never silently turns into a fresh identity: that would ask for
+ * a PIN as if the phone had never been signed in, and would lose the evidence.
  */
 import { createHash, createPublicKey, randomBytes, X509Certificate } from "node:crypto";
 import { HandsetError } from "../core/errors.ts";
@@ -94,7 +118,11 @@ export interface IdentityRecordV1 {
 /** Failures of the flash store; `code` is one of the constants below. */
 export class StoreError extends HandsetError {}
 
-export const STORE_CORRUPT = "store-corrupt";
+/** Identity files exist and none verifies: "The stored identity is damaged" (never "no identity yet"). */
+export const STORE_DAMAGED = "store-damaged";
+/** @deprecated the old name of STORE_DAMAGED (its code is "store-damaged" now). */
+export const STORE_CORRUPT = STORE_DAMAGED;
+export const STORE_DAMAGED_MESSAGE = "The stored identity is damaged";
 export const STORE_INVALID = "store-invalid";
 export const STORE_TOO_NEW = "store-too-new";
 export const CERT_KEY_MISMATCH = "cert-key-mismatch";
@@ -114,12 +142,49 @@ interface Envelope {
   record: unknown;
 }
 
-/** What one generation file holds, as load() sees it. */
+/** What one generation file holds, as load() sees it (holds secrets: the record and its bytes). */
 export type GenerationState =
   | { file: string; status: "missing" }
   | { file: string; status: "corrupt"; reason: string }
   | { file: string; status: "too-new"; generation: number; schema: number }
   | { file: string; status: "ok"; generation: number; record: IdentityRecord; bytes: Buffer };
+
+/**
+ * The store's health, for diagnostics (`handset store show`, the phone's screens, MQTT):
+ * - "empty": factory state, no identity file at all;
+ * - "ok": a usable generation, and if it holds a credential, a second file holds one too;
+ * - "degraded": usable, but one bad file away from "damaged" (the second copy is missing or
+ *   corrupt); the next load() repairs it;
+ * - "damaged": nothing usable; load() throws store-damaged until reset();
+ * - "too-new": only generations written by newer firmware.
+ */
+export type StoreHealth = "empty" | "ok" | "degraded" | "damaged" | "too-new";
+
+/** One file of the store directory, as describe() reports it: never a key or a PEM body. */
+export interface StoreFileDescription {
+  name: string;
+  /** current = identity.json, previous = identity.prev.json, quarantined = identity.corrupt-<n>.json. */
+  role: "current" | "previous" | "quarantined" | "debris" | "other";
+  bytes: number;
+  /** Permission bits as octal text ("0600"); modeOk is false when load() would set them back. */
+  mode?: string;
+  modeOk?: boolean;
+  /** For current and previous: what the file holds. */
+  status?: "ok" | "corrupt" | "too-new";
+  generation?: number;
+  /** Why a file is corrupt. */
+  reason?: string;
+  hasCredential?: boolean;
+}
+
+/** A secret-free picture of the store (IdentityStore.describe()). */
+export interface StoreDescription {
+  dir: string;
+  health: StoreHealth;
+  /** The file load() would return, its generation, and describeIdentity() of its record. */
+  current?: { file: string; generation: number; identity: Record<string, unknown> };
+  files: StoreFileDescription[];
+}
 
 // ─── canonical form and integrity ────────────────────────────────────────────────────────
 
@@ -359,25 +424,20 @@ export class IdentityStore {
 
   /**
    * The newest generation that verifies, migrated to IDENTITY_SCHEMA; undefined in factory
-   * state. Cleans debris of cut-short writes and moves corrupt generations aside as
-   * identity.corrupt-<n>.json. Throws StoreError("store-corrupt") only when generations
-   * existed and none verified (they have been moved aside, so the next load() is factory
-   * state: loadOrCreate() then creates a fresh identity and the phone asks to sign in again).
+   * state. Repairs what it finds (see the file comment): cleans debris of cut-short writes,
+   * moves corrupt generations aside as identity.corrupt-<n>.json, restores the second copy of
+   * a credential, sets file modes back to 0600. Throws StoreError "store-damaged" ("The stored
+   * identity is damaged") when identity files exist and none verifies — again on every call,
+   * until reset() or wipeCredential(); "store-too-new" when only newer firmware's are left.
    */
   load(): Promise<IdentityRecord | undefined> {
     return this.serial(() => this.loadUnlocked());
   }
 
-  /** load(), or on first boot (or after store-corrupt) a fresh identity, saved. */
+  /** load(), or on first boot (factory state) a fresh identity, saved. Throws as load() does. */
   loadOrCreate(): Promise<IdentityRecord> {
     return this.serial(async () => {
-      let found: { record: IdentityRecord; stale: boolean } | undefined;
-      try {
-        found = await this.loadNewest();
-      } catch (err) {
-        if (!(err instanceof StoreError && err.code === STORE_CORRUPT)) throw err;
-        this.logger?.error("identity unreadable; starting from factory state", { code: err.code });
-      }
+      const found = await this.loadNewest();
       if (found) {
         // Persist a migration now, so a later downgrade-free boot needs no migration.
         if (found.stale) await this.saveUnlocked(found.record);
@@ -397,7 +457,8 @@ export class IdentityStore {
 
   /**
    * Read-modify-write of the current record (created on first boot), serialised. When `fn`
-   * returns the record unchanged, nothing is written (see saveUnlocked).
+   * returns the record unchanged, nothing is written (see saveUnlocked). Throws store-damaged
+   * as load() does (never a fresh record over a damaged store).
    */
   update(fn: (r: IdentityRecord) => IdentityRecord): Promise<IdentityRecord> {
     return this.serial(async () => {
@@ -416,10 +477,17 @@ export class IdentityStore {
    * behind a signed-out record. (Exception: if identity.json was corrupt, the wiped record is
    * written first, so a cut right then can leave the old prev copy until the next wipe.)
    * (Unlinked blocks may survive on the card's flash itself; wear levelling defeats overwriting.)
+   * On a damaged store (nothing verifies) it removes the moved-aside files, which may hold a
+   * key, and leaves factory state: signing out is one way out of "store-damaged".
    */
   wipeCredential(): Promise<void> {
     return this.serial(async () => {
-      const current = (await this.loadNewest())?.record;
+      let current: IdentityRecord | undefined;
+      try {
+        current = (await this.loadNewest())?.record;
+      } catch (err) {
+        if (!(err instanceof StoreError && err.code === STORE_DAMAGED)) throw err;
+      }
       const wiped = current && (({ credential: _c, signIn: _s, ...rest }) => rest)(current);
       // identity.json missing (e.g. it was corrupt and moved aside): write it first, so that no
       // cut can leave the directory without any identity.
@@ -432,11 +500,113 @@ export class IdentityStore {
     });
   }
 
-  /** What each generation file holds (diagnostics, tests); does not clean anything. */
+  /**
+   * What each generation file holds (tests); does not clean anything. The states carry the
+   * record and its bytes, secrets included: for anything shown to people use describe().
+   */
   async inspect(): Promise<GenerationState[]> {
     return Promise.all(
       [MAIN, PREV].map(async (f) => decodeEnvelope(f, await this.fs.readFile(joinPath(this.dir, f)))),
     );
+  }
+
+  /**
+   * Read-only diagnostics without secrets (no key, no PEM body; certificates as fingerprints):
+   * the store's health, the generation load() would use, and every file of the directory with
+   * its role, size, mode and integrity. Changes nothing (no cleanup, no repair), so it can be
+   * shown before anything else touches a suspect store; it does not throw for damage.
+   */
+  describe(): Promise<StoreDescription> {
+    return this.serial(async () => {
+      const names = (await this.fs.list(this.dir)).sort();
+      const states = new Map((await this.inspect()).map((s) => [s.file, s]));
+      const files: StoreFileDescription[] = [];
+      for (const name of names) {
+        const path = joinPath(this.dir, name);
+        const role: StoreFileDescription["role"] =
+          name === MAIN
+            ? "current"
+            : name === PREV
+              ? "previous"
+              : CORRUPT.test(name)
+                ? "quarantined"
+                : this.isDebris(name)
+                  ? "debris"
+                  : "other";
+        const mode = await this.fs.mode(path);
+        const f: StoreFileDescription = {
+          name,
+          role,
+          bytes: (await this.fs.readFile(path))?.length ?? 0,
+          ...(mode !== undefined
+            ? {
+                mode: `0${mode.toString(8).padStart(3, "0")}`,
+                modeOk: role === "other" || mode === FILE_MODE,
+              }
+            : {}),
+        };
+        const s = states.get(name);
+        if (s && s.status !== "missing") {
+          f.status = s.status;
+          if (s.status === "corrupt") f.reason = s.reason;
+          else f.generation = s.generation;
+          if (s.status === "ok") f.hasCredential = s.record.credential !== undefined;
+        }
+        files.push(f);
+      }
+      const ok = [...states.values()].filter((s) => s.status === "ok");
+      const best = ok.reduce<(typeof ok)[number] | undefined>(
+        (a, b) => (!a || b.generation > a.generation ? b : a),
+        undefined,
+      );
+      let health: StoreHealth;
+      if (best) {
+        const other = states.get(best.file === MAIN ? PREV : MAIN);
+        const redundant =
+          !best.record.credential ||
+          other?.status === "too-new" ||
+          (other?.status === "ok" && other.record.credential !== undefined);
+        health = redundant ? "ok" : "degraded";
+      } else if ([...states.values()].some((s) => s.status === "too-new")) health = "too-new";
+      else if (
+        [...states.values()].some((s) => s.status === "corrupt") ||
+        files.some((f) => f.role === "quarantined")
+      )
+        health = "damaged";
+      else health = "empty";
+      return {
+        dir: this.dir,
+        health,
+        ...(best
+          ? {
+              current: {
+                file: best.file,
+                generation: best.generation,
+                identity: describeIdentity(best.record),
+              },
+            }
+          : {}),
+        files,
+      };
+    });
+  }
+
+  /**
+   * Factory reset: removes every identity file of the directory (current, previous,
+   * moved-aside corrupt copies, debris; other files stay), so that the next loadOrCreate()
+   * creates a fresh identity (new deviceId) and the phone asks to sign in. identity.json goes
+   * last, so a cut midway leaves the old identity (reset not yet done), never half of one.
+   * The directory itself stays. (As with wipeCredential, the card's flash may keep unlinked blocks.)
+   */
+  reset(): Promise<void> {
+    return this.serial(async () => {
+      const names = (await this.fs.list(this.dir)).filter((n) => n.startsWith("identity."));
+      const order = (n: string) => (n === MAIN ? 2 : n === PREV ? 1 : 0);
+      for (const name of names.sort((a, b) => order(a) - order(b)))
+        await this.fs.remove(joinPath(this.dir, name));
+      this.lastGeneration = 0;
+      this.logger?.warn("identity store reset to factory state", { removed: names });
+    });
   }
 
   // ─── internals (callers hold the queue) ──────────────────────────────────────────────
@@ -468,8 +638,11 @@ export class IdentityStore {
 
   private async loadNewest(): Promise<{ record: IdentityRecord; stale: boolean } | undefined> {
     await this.fs.mkdirp(this.dir, DIR_MODE);
-    const names = await this.fs.list(this.dir);
-    for (const name of names) if (this.isDebris(name)) await this.fs.remove(joinPath(this.dir, name));
+    const names: string[] = [];
+    for (const name of await this.fs.list(this.dir))
+      if (this.isDebris(name)) await this.fs.remove(joinPath(this.dir, name));
+      else names.push(name);
+    await this.repairModes(names);
 
     const states = await this.inspect();
     let best: Extract<GenerationState, { status: "ok" }> | undefined;
@@ -488,6 +661,7 @@ export class IdentityStore {
       }
     }
     if (best) {
+      await this.restoreSecondCopy(best, states);
       const stored = JSON.parse(best.bytes.toString("utf8")) as Envelope;
       return {
         record: best.record,
@@ -495,8 +669,75 @@ export class IdentityStore {
       };
     }
     if (tooNew) throw new StoreError(STORE_TOO_NEW, "identity was written by newer firmware");
-    if (corrupt > 0) throw new StoreError(STORE_CORRUPT, "every stored identity generation is corrupt");
+    const aside = names.filter((n) => CORRUPT.test(n));
+    if (corrupt > 0 || aside.length > 0) {
+      this.logger?.error("no stored identity generation verifies", {
+        code: STORE_DAMAGED,
+        corrupt: states.filter((s) => s.status === "corrupt").map((s) => s.file),
+        aside,
+      });
+      throw new StoreError(STORE_DAMAGED, STORE_DAMAGED_MESSAGE);
+    }
     return undefined;
+  }
+
+  /**
+   * Keeps the invariant of the file comment: when `best` holds a credential and the other file
+   * holds no verified generation with one (missing, corrupt and moved aside, or a sign-in step
+   * without the certificate), `best`'s bytes are copied there. A newer firmware's file is left
+   * alone. A failed copy is logged, not thrown: the record itself is fine.
+   */
+  private async restoreSecondCopy(
+    best: Extract<GenerationState, { status: "ok" }>,
+    states: GenerationState[],
+  ): Promise<void> {
+    if (!best.record.credential) return;
+    const target = best.file === MAIN ? PREV : MAIN;
+    const other = states.find((s) => s.file === target);
+    if (other?.status === "too-new") return;
+    if (other?.status === "ok" && other.record.credential) return;
+    try {
+      await this.fs.writeFileAtomic(joinPath(this.dir, target), best.bytes, FILE_MODE);
+      this.logger?.warn("second copy of the identity restored", {
+        file: target,
+        from: best.file,
+        generation: best.generation,
+        was: other?.status ?? "missing",
+      });
+    } catch (err) {
+      this.logger?.warn("could not restore the second copy of the identity", {
+        file: target,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  /**
+   * Identity files hold the private key: any found with other bits than 0600 (e.g. 0644 after a
+   * copy by hand, or a restore from a backup) is set back, and the directory to 0700, each with
+   * a warning. A failure is logged, not thrown (a read-only medium still loads).
+   */
+  private async repairModes(names: string[]): Promise<void> {
+    const targets: Array<[path: string, want: number]> = [[this.dir, DIR_MODE]];
+    for (const name of names)
+      if (name.startsWith("identity.")) targets.push([joinPath(this.dir, name), FILE_MODE]);
+    for (const [path, want] of targets) {
+      try {
+        const mode = await this.fs.mode(path);
+        if (mode === undefined || mode === want) continue;
+        await this.fs.chmod(path, want);
+        this.logger?.warn("store file mode set back", {
+          file: path === this.dir ? "." : path.slice(path.lastIndexOf("/") + 1),
+          was: `0${mode.toString(8).padStart(3, "0")}`,
+          now: `0${want.toString(8)}`,
+        });
+      } catch (err) {
+        this.logger?.warn("could not set a store file's mode", {
+          path,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+    }
   }
 
   /** Moves a corrupt generation aside (never deleting evidence silently) and keeps the last few. */
@@ -533,19 +774,29 @@ export class IdentityStore {
         this.lastGeneration = Math.max(this.lastGeneration, s.generation);
     if (main?.status === "ok" && main.generation === this.lastGeneration && sameStored(main.bytes, record))
       return;
+    // What identity.prev.json holds after this save without a mirror: the rotated current, or
+    // (identity.json missing or corrupt) what it holds now.
+    const kept = main?.status === "ok" ? main : prev;
+    const mirror =
+      record.credential !== undefined &&
+      prev?.status !== "too-new" &&
+      !(kept?.status === "ok" && kept.record.credential !== undefined);
     if (main?.status === "ok") {
-      // Keep the last good generation before replacing it (skip if it is already there).
-      if (!(prev?.status === "ok" && prev.generation === main.generation))
-        await this.fs.writeFileAtomic(joinPath(this.dir, PREV), main.bytes, FILE_MODE);
+      // Keep the last good generation before replacing it (a mirror replaces it below instead).
+      if (!mirror) await this.fs.writeFileAtomic(joinPath(this.dir, PREV), main.bytes, FILE_MODE);
     } else if (main?.status === "corrupt") {
       await this.quarantine(MAIN, main.reason, await this.fs.list(this.dir));
     }
-    await this.writeGeneration(MAIN, record);
+    const bytes = await this.writeGeneration(MAIN, record);
+    // The only credential would otherwise live in one file: keep a second copy (see file comment).
+    if (mirror) await this.fs.writeFileAtomic(joinPath(this.dir, PREV), bytes, FILE_MODE);
   }
 
-  private async writeGeneration(file: string, record: unknown): Promise<void> {
+  private async writeGeneration(file: string, record: unknown): Promise<Buffer> {
     const generation = this.lastGeneration + 1;
-    await this.fs.writeFileAtomic(joinPath(this.dir, file), encodeEnvelope(generation, record), FILE_MODE);
+    const bytes = encodeEnvelope(generation, record);
+    await this.fs.writeFileAtomic(joinPath(this.dir, file), bytes, FILE_MODE);
     this.lastGeneration = generation;
+    return bytes;
   }
 }

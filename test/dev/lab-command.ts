@@ -3,7 +3,7 @@
  * (repeatable) replaces the default user 4711 / 1234. `--web-challenge first` makes the web
  * ticket ports challenge before they take credentials, as a real pool's IIS log shows.
  */
-import { parseFlags } from "../../firmware/commands/args.ts";
+import { type CommandSpec, oneOf, parseFlags } from "../../firmware/commands/args.ts";
 import type { Output } from "../../firmware/commands/output.ts";
 import { HandsetError } from "../../firmware/core/errors.ts";
 import { startLab } from "../lab/lab.ts";
@@ -14,14 +14,19 @@ export function labUsers(flag: unknown): Array<{ extension: string; pin: string 
   const list = Array.isArray(flag) ? flag : [flag];
   return list.map((u) => {
     const m = /^(\d{1,15}):(\d{4,15})$/.exec(String(u));
-    if (!m) throw new HandsetError("usage", "--user must be EXTENSION:PIN (digits; a PIN of 4 to 15)");
+    if (!m)
+      throw new HandsetError(
+        "usage",
+        `--user must be EXTENSION:PIN (digits; a PIN of 4 to 15), got "${String(u)}"`,
+      );
     return { extension: m[1]!, pin: m[2]! };
   });
 }
 
 export function labSite(flag: unknown): "branch" | "hq" {
   const site = flag ?? "branch";
-  if (site !== "branch" && site !== "hq") throw new HandsetError("usage", "--site must be branch or hq");
+  if (site !== "branch" && site !== "hq")
+    throw new HandsetError("usage", `--site must be branch or hq, got "${String(site)}"`);
   return site;
 }
 
@@ -32,17 +37,35 @@ function waitForSignal(): Promise<void> {
   });
 }
 
+export const LAB_SPEC = {
+  summary: "the lab pool alone, until SIGTERM",
+  flags: {
+    site: {
+      type: "string",
+      arg: "branch|hq",
+      help: "the registrar DHCP advertises: the SBA (branch, default) or the pool",
+    },
+    dir: {
+      type: "string",
+      arg: "DIR",
+      help: "where the lab CA and certificates go (default: a new temporary folder)",
+    },
+    redirect: {
+      type: "boolean",
+      help: "the pool answers REGISTER with a 301 to the SBA (primary) and itself (backup)",
+    },
+    user: { type: "string", multiple: true, arg: "EXT:PIN", help: "a user instead of 4711:1234" },
+    "web-challenge": {
+      type: "string",
+      arg: "on-demand|first",
+      help: "first: the PIN and certificate ports answer a request without credentials with a 401",
+    },
+  },
+} as const satisfies CommandSpec;
+
 export async function labCommand(argv: string[], out: Output): Promise<number> {
-  const f = parseFlags(argv, {
-    site: { type: "string" },
-    dir: { type: "string" },
-    redirect: { type: "boolean" },
-    user: { type: "string", multiple: true },
-    "web-challenge": { type: "string" },
-  });
-  const challenge = f["web-challenge"] ?? "on-demand";
-  if (challenge !== "on-demand" && challenge !== "first")
-    throw new HandsetError("usage", "--web-challenge must be on-demand or first");
+  const f = parseFlags(argv, LAB_SPEC.flags);
+  const challenge = oneOf(f, "web-challenge", ["on-demand", "first"] as const, "on-demand");
   const users = labUsers(f["user"]);
   const lab = await startLab({
     site: labSite(f["site"]),

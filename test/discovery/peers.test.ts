@@ -329,7 +329,8 @@ describe("dnsmasq as the DNS server for the SRV fallback (platform/dns-resolver.
     const found = await waitFor(
       async () => {
         const r = await findRegistrarsByDns("lab.test", resolver, random);
-        return r.registrars.length > 0 ? r : undefined;
+        // Until dnsmasq listens, a query is refused: wait for an answer to every one of them.
+        return r.registrars.length > 0 && r.problems.length === 0 ? r : undefined;
       },
       5000,
       "dnsmasq DNS",

@@ -13,7 +13,7 @@
  * nothing the phone is told goes through it. (An hq phone's path to the SBA is not modelled.)
  */
 
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PhoneNetworkConfig } from "../../firmware/commands/phone-services.ts";
@@ -87,6 +87,8 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const site = opts.site ?? "branch";
   const domain = opts.domain ?? "lab.test";
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), "handset-lab-")));
+  /** The lab removes the directory it made (CA, test client) when it stops; a given dir is the caller's. */
+  const madeDir = opts.dir === undefined;
   await mkdir(dir, { recursive: true });
   const ca = await LabCa.create();
   const names = { pool: `pool.${domain}`, sba: `sba.${domain}` };
@@ -194,6 +196,8 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
       await control.stop();
       await wan.stop();
       await Promise.all([pool.stop(), sba.stop(), web.stop(), dhcp.stop(), ntp.stop()]);
+      if (madeDir)
+        await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }).catch(() => {});
     },
   };
 }

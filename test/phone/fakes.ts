@@ -100,6 +100,7 @@ export class FakeServices implements PhoneServices {
   readonly signInCalls: SignInRequest[] = [];
   readonly registrations: FakeRegistration[] = [];
   signOuts = 0;
+  resets = 0;
   info: Array<[string, string]> = [
     ["IP", "10.0.0.5"],
     ["Gateway", "10.0.0.1"],
@@ -141,6 +142,11 @@ export class FakeServices implements PhoneServices {
   signOut(): Promise<void> {
     this.calls.push("signOut");
     this.signOuts++;
+    return Promise.resolve();
+  }
+  factoryReset(): Promise<void> {
+    this.calls.push("factoryReset");
+    this.resets++;
     return Promise.resolve();
   }
   networkInfo(): Promise<Array<[string, string]>> {

@@ -115,7 +115,7 @@ describe("happy path", () => {
     expect(r.display.text).toEqual(["Ada Lovelace", "Thu 2026-01-01 00:00", "Registered", "Menu"]);
   });
 
-  it("edits the fields: * deletes, soft2 clears, soft1 goes back from the PIN, # needs a value", async () => {
+  it("edits the fields: * deletes, soft2 clears, soft1 on an empty PIN goes back, # needs a value", async () => {
     const r = started();
     await r.bootToSignIn();
     r.keys.type("#");
@@ -125,6 +125,9 @@ describe("happy path", () => {
     r.keys.press("soft2");
     expect(r.display.text[0]).toBe("Ext: _");
     r.keys.type("4711#12");
+    r.keys.press("soft1");
+    r.keys.press("soft1");
+    expect(r.phone.uiMode).toBe("pin");
     r.keys.press("soft1");
     expect(r.phone.uiMode).toBe("extension");
     expect(r.display.text).toEqual(["Ext: 4711_", "Enter extension", "Sign in", EXT_KEYS]);
@@ -353,7 +356,7 @@ describe("failure screens", () => {
     expect(r.display.text[2]).toBe("Registering…");
   });
 
-  it("limited: registered to the backup, status LED on", async () => {
+  it("limited: registered to the backup, status LED winks (not steady as when registered)", async () => {
     const r = started();
     await r.bootToRegistered();
     r.services.registration.report({ state: "limited", registrar: "pool.lab.test:5061", primary: false });
@@ -364,7 +367,7 @@ describe("failure screens", () => {
       primary: false,
     });
     expect(r.display.text).toEqual(["4711", "Thu 2026-01-01 00:00", "Limited service", "Menu"]);
-    expect(r.indicators.status.state).toBe("on");
+    expect(r.indicators.status.state).toBe("wink");
   });
 
   it("revoked: back to the PIN screen for the same extension", async () => {
@@ -394,7 +397,7 @@ describe("menu", () => {
     const r = started();
     await r.bootToRegistered();
     r.keys.press("menu");
-    expect(r.display.text).toEqual(["Menu", "> Network info   1/3", "Registered", "Back        #=Select"]);
+    expect(r.display.text).toEqual(["Menu", "> Network info   1/4", "Registered", "Back        #=Select"]);
     r.keys.type("#");
     expect(r.display.text).toEqual(["Network info", "Loading…", "Registered", "Back"]);
     await flush();
@@ -405,7 +408,8 @@ describe("menu", () => {
       "Back             1/2",
     ]);
     r.keys.press("down");
-    expect(r.display.text).toEqual(["Registrar: sba.lab.t", "", "Registered", "Back             2/2"]);
+    // Wrapped whole onto the next line, never cut at the display's width.
+    expect(r.display.text).toEqual(["Registrar:", "sba.lab.test:5061", "Registered", "Back             2/2"]);
     r.keys.press("soft1");
     expect(r.phone.uiMode).toBe("menu");
     r.keys.press("back");
@@ -417,7 +421,7 @@ describe("menu", () => {
     await r.bootToRegistered();
     r.keys.press("soft1");
     r.keys.press("down");
-    expect(r.display.text[1]).toBe("> About          2/3");
+    expect(r.display.text[1]).toBe("> About          2/4");
     r.keys.press("ok");
     expect(r.display.text).toEqual(["handset 0.1.0", "sip:4711@lab.test", "Registered", "Back"]);
     r.keys.type("*");
@@ -449,7 +453,7 @@ describe("menu", () => {
     r.services.registration.report({ state: "limited", registrar: "pool.lab.test:5061", primary: false });
     expect(r.display.text).toEqual([
       "Menu",
-      "> Network info   1/3",
+      "> Network info   1/4",
       "Limited service",
       "Back        #=Select",
     ]);

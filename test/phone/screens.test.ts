@@ -88,7 +88,7 @@ describe("key map", () => {
       digit: "7",
     });
     expect(commandFor("sign-in-required", "pin", press("#"))).toEqual({ kind: "confirm" });
-    expect(commandFor("sign-in-required", "pin", press("soft1"))).toEqual({ kind: "back" });
+    expect(commandFor("sign-in-required", "pin", press("soft1"))).toEqual({ kind: "rubout" });
     expect(commandFor("registered", "none", press("soft1"))).toEqual({ kind: "open-menu" });
     expect(commandFor("failed", "none", press("#"))).toEqual({ kind: "retry-now" });
     expect(commandFor("signing-in", "none", press("#"))).toBeUndefined();

@@ -96,7 +96,8 @@ describe("IdentityStore on the real file system", () => {
     await writeFile(join(dir, "identity.prev.json.tmp-12"), "");
     await writeFile(join(dir, "notes.txt.tmp-1"), "someone else's");
     expect((await store.load())?.lastGoodTime).toBe(1);
-    expect((await readdir(dir)).sort()).toEqual(["identity.json", "notes.txt.tmp-1"]);
+    // identity.prev.json: the only credential is kept twice (issue 14: one bad file is survived).
+    expect((await readdir(dir)).sort()).toEqual(["identity.json", "identity.prev.json", "notes.txt.tmp-1"]);
   });
 
   it("wipeCredential leaves no key material anywhere in the directory", async () => {
@@ -327,31 +328,32 @@ describe("IdentityStore corruption", () => {
     expect([...seen.keys()].every((k) => k === 1 || k === 2)).toBe(true); // ...the rest are harmless
   });
 
-  it("every generation corrupt: store-corrupt, files kept aside, then factory state", async () => {
+  // Issue 14: nothing usable left is "store-damaged" on every load (never a silent fresh identity
+  // that asks for the PIN as if never signed in), until a factory reset.
+  it("every generation corrupt: store-damaged on every load, files kept aside, factory state after reset()", async () => {
     const fs = new MemoryFileSystem();
     const store = new IdentityStore(fs, DIR, { random: new SeededRandom(3) });
     const old = await store.loadOrCreate();
     await store.save({ ...old, lastGoodTime: 1 });
     await fs.writeFileAtomic(MAIN, Buffer.from("{}"), 0o600);
     await fs.writeFileAtomic(PREV, Buffer.from('{"format":'), 0o600);
-    expect((await storeError(store.load())).code).toBe("store-corrupt");
+    expect((await storeError(store.load())).code).toBe("store-damaged");
     expect((await fs.list(DIR)).sort()).toEqual(["identity.corrupt-1.json", "identity.corrupt-2.json"]);
+    expect((await storeError(store.load())).code).toBe("store-damaged");
+    expect((await storeError(store.loadOrCreate())).code).toBe("store-damaged");
+    await store.reset();
     expect(await store.load()).toBeUndefined();
     const fresh = await store.loadOrCreate();
     expect(fresh.deviceId).not.toBe(old.deviceId);
-    expect((await fs.list(DIR)).sort()).toEqual([
-      "identity.corrupt-1.json",
-      "identity.corrupt-2.json",
-      "identity.json",
-    ]);
+    expect((await fs.list(DIR)).sort()).toEqual(["identity.json"]);
   });
 
-  it("loadOrCreate starts over by itself when everything is corrupt, keeping the last three aside", async () => {
+  it("loadOrCreate never starts over by itself when everything is corrupt, keeping the last three aside", async () => {
     const fs = new MemoryFileSystem();
     const store = new IdentityStore(fs, DIR);
     for (let i = 0; i < 4; i++) {
       await fs.writeFileAtomic(MAIN, Buffer.from(`bad ${i}`), 0o600);
-      expect((await store.loadOrCreate()).schema).toBe(IDENTITY_SCHEMA);
+      expect((await storeError(store.loadOrCreate())).code).toBe("store-damaged");
       await fs.remove(PREV);
     }
     expect((await fs.list(DIR)).filter((n) => n.includes("corrupt")).sort()).toEqual([

@@ -77,4 +77,14 @@ export class MemoryFileSystem implements FileSystem {
   async mode(path: string): Promise<number | undefined> {
     return this.files.get(path)?.mode;
   }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    const e = this.files.get(path);
+    if (!e) {
+      if (this.dirs.has(path)) return; // directories carry no mode here
+      throw Object.assign(new Error(`ENOENT: ${path}`), { code: "ENOENT" });
+    }
+    this.spend(`chmod ${path.slice(path.lastIndexOf("/") + 1)}`);
+    e.mode = mode;
+  }
 }

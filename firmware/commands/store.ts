@@ -1,0 +1,126 @@
+/**
+ * `handset store show --store DIR [--json]`: what a phone's flash holds, as the diagnostics an
+ * admin reads (firmware/telemetry/diagnostics.ts) plus the state of each generation file. It
+ * only reads (no clean-up, no quarantine) and never prints a secret: no private key, PIN or
+ * ticket, no PEM body.
+ *
+ * `handset store reset --store DIR --yes`: factory reset — no certificate, key, sign-in progress,
+ * cached servers or trusted roots are left, and the phone gets new device ids. Refuses without
+ * --yes.
+ */
+import { HandsetError } from "../core/errors.ts";
+import type { Random } from "../core/random.ts";
+import { CryptoRandom } from "../platform/crypto-random.ts";
+import { nodeFileSystem } from "../platform/file-system.ts";
+import {
+  type GenerationState,
+  IDENTITY_SCHEMA,
+  type IdentityRecord,
+  type IdentityStore,
+} from "../store/identity-store.ts";
+import { diagnostics, diagnosticsRows } from "../telemetry/diagnostics.ts";
+import { type CommandSpec, parseFlags, required } from "./args.ts";
+import { openStore } from "./identity.ts";
+import type { Output } from "./output.ts";
+
+export const STORE_SPEC = {
+  summary: "what a phone's flash holds (show, no secrets), or a factory reset (reset --yes)",
+  synopsis: ["show --store DIR", "reset --store DIR --yes"],
+  flags: {
+    store: { type: "string", arg: "DIR", help: "the phone's store directory" },
+    yes: { type: "boolean", help: "reset: yes, erase the sign-in, certificate and key" },
+  },
+} as const satisfies CommandSpec;
+
+function uuid4(random: Random): string {
+  const b = Buffer.from(random.bytes(16));
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const h = b.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** A factory-state identity: new ids, nothing else. */
+function freshIdentity(random: Random): IdentityRecord {
+  return {
+    schema: IDENTITY_SCHEMA,
+    deviceId: uuid4(random),
+    epid: Buffer.from(random.bytes(5)).toString("hex"),
+    instanceId: uuid4(random),
+    trustedRoots: [],
+    registrars: {},
+  };
+}
+
+/**
+ * Factory reset on the store's public API: wipe the credential (removes the previous
+ * generation, corrupt copies and debris), write a factory-state record, and wipe once more so
+ * that no older generation stays behind either. Only identity.json remains, holding new ids.
+ */
+export async function factoryResetStore(store: IdentityStore, random: Random): Promise<void> {
+  await store.wipeCredential();
+  await store.save(freshIdentity(random));
+  await store.wipeCredential();
+}
+
+/** The newest generation that verifies, read only (inspect() neither cleans nor moves files). */
+function newest(states: GenerationState[]): IdentityRecord | undefined {
+  let best: Extract<GenerationState, { status: "ok" }> | undefined;
+  for (const s of states) if (s.status === "ok" && (!best || s.generation > best.generation)) best = s;
+  return best?.record;
+}
+
+function generationSummary(s: GenerationState): Record<string, unknown> {
+  switch (s.status) {
+    case "ok":
+      return {
+        file: s.file,
+        status: s.status,
+        generation: s.generation,
+        signedIn: s.record.credential !== undefined,
+      };
+    case "corrupt":
+      return { file: s.file, status: s.status, reason: s.reason };
+    case "too-new":
+      return { file: s.file, status: s.status, generation: s.generation, schema: s.schema };
+    case "missing":
+      return { file: s.file, status: s.status };
+  }
+}
+
+export async function storeCommand(argv: string[], out: Output): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== "show" && sub !== "reset")
+    throw new HandsetError("usage", 'store needs "show" or "reset" (handset store --help)');
+  const f = parseFlags(rest, STORE_SPEC.flags);
+  const dir = required(f, "store");
+  const random = new CryptoRandom();
+  const store = openStore(dir, random);
+  if (sub === "reset") {
+    if (f["yes"] !== true)
+      throw new HandsetError(
+        "usage",
+        "store reset erases the sign-in, certificate and key: add --yes to confirm",
+      );
+    if ((await nodeFileSystem.list(dir)).length === 0)
+      throw new HandsetError("store-not-found", `no store in ${dir}`);
+    await factoryResetStore(store, random);
+    out.event({ event: "store.reset", store: dir });
+    return 0;
+  }
+  if ((await nodeFileSystem.list(dir)).length === 0)
+    throw new HandsetError("store-not-found", `no store in ${dir}`);
+  const states = await store.inspect();
+  const record = newest(states);
+  const d = diagnostics(record ? { record } : {});
+  if (out.json) {
+    out.event({ event: "store", store: dir, generations: states.map(generationSummary), diagnostics: d });
+  } else {
+    out.event({ event: "store", store: dir });
+    for (const s of states) out.event({ event: "generation", ...generationSummary(s) });
+    for (const [label, value] of diagnosticsRows(d))
+      out.event({ event: "info", [label.toLowerCase().replace(/\W+/g, "-")]: value });
+  }
+  if (!record) throw new HandsetError("store-corrupt", `no identity generation in ${dir} verifies`);
+  return 0;
+}
