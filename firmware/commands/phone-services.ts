@@ -414,7 +414,7 @@ export function createPhoneServices(o: {
     async factoryReset() {
       lastStatus = undefined;
       ticketCache = new PinTicketCache();
-      await factoryResetStore(store, random);
+      await factoryResetStore(store);
       record = undefined;
       plan = undefined;
       discovered = undefined;

@@ -9,15 +9,9 @@
  * --yes.
  */
 import { HandsetError } from "../core/errors.ts";
-import type { Random } from "../core/random.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { nodeFileSystem } from "../platform/file-system.ts";
-import {
-  type GenerationState,
-  IDENTITY_SCHEMA,
-  type IdentityRecord,
-  type IdentityStore,
-} from "../store/identity-store.ts";
+import type { GenerationState, IdentityRecord, IdentityStore } from "../store/identity-store.ts";
 import { diagnostics, diagnosticsRows } from "../telemetry/diagnostics.ts";
 import { type CommandSpec, parseFlags, required } from "./args.ts";
 import { openStore } from "./identity.ts";
@@ -32,35 +26,13 @@ export const STORE_SPEC = {
   },
 } as const satisfies CommandSpec;
 
-function uuid4(random: Random): string {
-  const b = Buffer.from(random.bytes(16));
-  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
-  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
-  const h = b.toString("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-/** A factory-state identity: new ids, nothing else. */
-function freshIdentity(random: Random): IdentityRecord {
-  return {
-    schema: IDENTITY_SCHEMA,
-    deviceId: uuid4(random),
-    epid: Buffer.from(random.bytes(5)).toString("hex"),
-    instanceId: uuid4(random),
-    trustedRoots: [],
-    registrars: {},
-  };
-}
-
 /**
- * Factory reset on the store's public API: wipe the credential (removes the previous
- * generation, corrupt copies and debris), write a factory-state record, and wipe once more so
- * that no older generation stays behind either. Only identity.json remains, holding new ids.
+ * Factory reset: every identity file goes (the previous generation, damaged copies and debris
+ * too), then a factory-state record with new device ids is written, as on a first boot.
  */
-export async function factoryResetStore(store: IdentityStore, random: Random): Promise<void> {
-  await store.wipeCredential();
-  await store.save(freshIdentity(random));
-  await store.wipeCredential();
+export async function factoryResetStore(store: IdentityStore): Promise<void> {
+  await store.reset();
+  await store.loadOrCreate();
 }
 
 /** The newest generation that verifies, read only (inspect() neither cleans nor moves files). */
@@ -104,7 +76,7 @@ export async function storeCommand(argv: string[], out: Output): Promise<number>
       );
     if ((await nodeFileSystem.list(dir)).length === 0)
       throw new HandsetError("store-not-found", `no store in ${dir}`);
-    await factoryResetStore(store, random);
+    await factoryResetStore(store);
     out.event({ event: "store.reset", store: dir });
     return 0;
   }

@@ -515,6 +515,12 @@ export class Phone {
       this.reportError(asHandsetError(err, "sign-out-failed"));
     }
     if (!this.running) return;
+    this.forgetUser();
+    this.transition("sign-in-required", { reason: "signed-out", ui: "extension" });
+  }
+
+  /** Sign-out and factory reset: nothing of the last user stays on the screens. */
+  private forgetUser(): void {
     this.extension = "";
     this.pin = "";
     this.displayName = undefined;
@@ -522,7 +528,6 @@ export class Phone {
     this.registrar = undefined;
     this.primary = undefined;
     this.notice = undefined;
-    this.transition("sign-in-required", { reason: "signed-out", ui: "extension" });
   }
 
   /**
@@ -544,13 +549,7 @@ export class Phone {
     if (!this.running) return;
     this.log.info("factory reset");
     this.discovery = undefined;
-    this.extension = "";
-    this.pin = "";
-    this.displayName = undefined;
-    this.uri = undefined;
-    this.registrar = undefined;
-    this.primary = undefined;
-    this.notice = undefined;
+    this.forgetUser();
     this.info = undefined;
     for (const k of Object.keys(this.attempts) as RetryStep[]) this.attempts[k] = 0;
     this.transition("discovering", { reason: "factory-reset", ui: "none" });
