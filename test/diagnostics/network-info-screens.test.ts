@@ -4,24 +4,12 @@
  * expiry), long values wrapped across lines and pages instead of cut at 20 characters, the menu
  * from the sign-in screen, and the factory reset with its confirmation.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { infoPages, wrap } from "../../firmware/phone/screens.ts";
 import { type Diagnostics, diagnosticsRows } from "../../firmware/telemetry/diagnostics.ts";
-import { flush, rig } from "../phone/fakes.ts";
+import { EXT_KEYS, flush, phoneRigs } from "../phone/fakes.ts";
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-function started(opts?: Parameters<typeof rig>[0]) {
-  const r = rig(opts);
-  stop = () => r.phone.stop();
-  return r;
-}
-
-const EXT_KEYS = "Back Clear    #=Next";
+const started = phoneRigs();
 
 /** What the diagnostics of a phone registered to its backup look like (firmware/telemetry). */
 const DIAG: Diagnostics = {

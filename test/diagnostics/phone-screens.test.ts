@@ -2,27 +2,14 @@
  * Issue 14, the phone's own screens an admin reads: the failed screen's countdown, the status LED
  * of limited service, the lockout screen, Backspace on the PIN screen, attempts left on "Wrong PIN".
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { HandsetError } from "../../firmware/core/errors.ts";
 import { render } from "../../firmware/phone/screens.ts";
 import { ProvisioningError } from "../../firmware/provisioning/errors.ts";
 import { pinFailure } from "../../firmware/provisioning/web-ticket.ts";
-import { DISCOVERY, flush, rig } from "../phone/fakes.ts";
+import { DISCOVERY, EXT_KEYS, flush, PIN_KEYS, phoneRigs } from "../phone/fakes.ts";
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-function started(opts?: Parameters<typeof rig>[0]) {
-  const r = rig(opts);
-  stop = () => r.phone.stop();
-  return r;
-}
-
-const EXT_KEYS = "Back Clear    #=Next";
-const PIN_KEYS = "Back Clear      #=OK";
+const started = phoneRigs();
 
 describe("the failed screen counts down", () => {
   it("'Retry in 36s' goes 35s, 34s … on the clock, one timer a second, only while it shows", async () => {
@@ -186,7 +173,6 @@ describe("'Wrong PIN' says how many attempts are left when the pool says so", ()
       attemptsWarning: "3",
     });
     expect((await wrongPin(bare))[3]).toBe("3 attempts left");
-    await stop?.();
     const words = Object.assign(new HandsetError("invalid-pin", "Extension or PIN not accepted"), {
       attemptsWarning: "One more attempt before the PIN is locked",
     });

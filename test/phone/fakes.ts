@@ -1,4 +1,5 @@
 /** Fakes for phone tests: a board made of arrays and PhoneServices driven by scripted results. */
+import { afterEach } from "vitest";
 import { ManualClock } from "../../firmware/core/clock.ts";
 import { HandsetError } from "../../firmware/core/errors.ts";
 import { createLogger, type LogRecord } from "../../firmware/core/logger.ts";
@@ -221,3 +222,23 @@ export function rig(opts: { cols?: number; rows?: number; seed?: number } = {}) 
     bootToRegistered,
   };
 }
+
+/**
+ * For a test file of phone rigs: `const started = phoneRigs();` at the top level; every rig's
+ * phone started in a test is stopped after it.
+ */
+export function phoneRigs(): (opts?: Parameters<typeof rig>[0]) => ReturnType<typeof rig> {
+  const running: Array<ReturnType<typeof rig>> = [];
+  afterEach(async () => {
+    for (const r of running.splice(0)) await r.phone.stop();
+  });
+  return (opts) => {
+    const r = rig(opts);
+    running.push(r);
+    return r;
+  };
+}
+
+/** The soft-key lines of the extension and PIN forms on a 20-column display. */
+export const EXT_KEYS = "Back Clear    #=Next";
+export const PIN_KEYS = "Back Clear      #=OK";

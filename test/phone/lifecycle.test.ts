@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { HandsetError } from "../../firmware/core/errors.ts";
 import {
   assertTransition,
@@ -7,22 +7,9 @@ import {
   TRANSITIONS,
   uiAllowed,
 } from "../../firmware/phone/lifecycle.ts";
-import { DISCOVERY, flush, rig } from "./fakes.ts";
+import { DISCOVERY, EXT_KEYS, flush, PIN_KEYS, phoneRigs } from "./fakes.ts";
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-function started(opts?: Parameters<typeof rig>[0]) {
-  const r = rig(opts);
-  stop = () => r.phone.stop();
-  return r;
-}
-
-const EXT_KEYS = "Back Clear    #=Next";
-const PIN_KEYS = "Back Clear      #=OK";
+const started = phoneRigs();
 
 describe("happy path", () => {
   it("boots, signs in with 4711/1234 and registers, one frame per step", async () => {
