@@ -13,7 +13,9 @@ import { createOutput, type Output } from "./commands/output.ts";
 import { RUN_SPEC, runCommand } from "./commands/phone.ts";
 import { PROVISION_SPEC, provisionCommand } from "./commands/provision.ts";
 import { REGISTER_SPEC, registerCommand } from "./commands/register.ts";
+import { SLOT_SPEC, slotCommand } from "./commands/slot.ts";
 import { STORE_SPEC, storeCommand } from "./commands/store.ts";
+import { UPDATE_SPEC, updateCommand } from "./commands/update.ts";
 import { asHandsetError, HandsetError } from "./core/errors.ts";
 
 export type Command = (argv: string[], out: Output) => Promise<number>;
@@ -26,6 +28,8 @@ export const PRODUCT_SPECS: Record<string, CommandSpec> = {
   provision: PROVISION_SPEC,
   discover: DISCOVER_SPEC,
   store: STORE_SPEC,
+  update: UPDATE_SPEC,
+  slot: SLOT_SPEC,
 };
 
 const TITLE = "usage: handset <command> [--json] [flags]      (handset <command> --help: its flags)";
@@ -37,16 +41,23 @@ export function usageText(specs: Record<string, CommandSpec | undefined>, extra:
 
 export const USAGE = usageText(PRODUCT_SPECS);
 
-/** The package's version (package.json), for --version. */
+/**
+ * The package's version, for --version: the nearest handset package.json at or above this file's
+ * folder (the release bundle's own beside handset.mjs, the repository's above firmware/).
+ */
 export function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-      version?: string;
-    };
-    return pkg.version ?? "unknown";
-  } catch {
-    return "unknown";
+  for (const rel of ["./package.json", "../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === "handset") return pkg.version ?? "unknown";
+    } catch {
+      // not here: one folder up
+    }
   }
+  return "unknown";
 }
 
 export interface CliOptions {
@@ -77,6 +88,8 @@ function productCommands(write: (line: string) => void): Record<string, Command>
     provision: provisionCommand,
     discover: discoverCommand,
     store: storeCommand,
+    update: (argv, out) => updateCommand(argv, out),
+    slot: (argv, out) => slotCommand(argv, out),
   };
 }
 

@@ -8,7 +8,9 @@
  *   registrar port, for comparison (target: registration ≤ 3× this);
  * - refresh CPU: process CPU time per signed refresh with its verified 200 (target ≤ 5 ms);
  * - failover storm (bench-failover.ts): 1 000 phones, primary and backup, the primary dies,
- *   refuses REGISTER, returns: worst second at the backup, flaps, failback spread.
+ *   refuses REGISTER, returns: worst second at the backup, flaps, failback spread;
+ * - release bundle (bench-bundle.ts): bundle and tar sizes, cold start of the bundled
+ *   `handset register --help` vs `node -e 0` and vs tsx, RSS after one simulated hour, image sizes.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -23,6 +25,7 @@ import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
 import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
+import { benchBundle } from "./bench-bundle.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
 import { benchOutage } from "./bench-outage.ts";
@@ -196,6 +199,7 @@ async function main(): Promise<void> {
     results["outage"] = await benchOutage();
     results["storm_full_stack"] = await benchStorm();
     results["failover_storm"] = await benchFailover();
+    results["bundle"] = await benchBundle();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -19,6 +19,7 @@ import { type PhoneConfig, phoneConfigFrom, startPhone } from "../main.ts";
 import { PHONE_STATES } from "../phone/lifecycle.ts";
 import type { PhoneEvent } from "../phone/phone.ts";
 import { SystemClock } from "../platform/system-clock.ts";
+import { createSystemdNotifier, type SystemdNotifier } from "../platform/systemd-notify.ts";
 import { type ArgSpec, type CommandSpec, parseFlags, required, seconds, VERBOSE_FLAG } from "./args.ts";
 import { loadConfigFile } from "./config.ts";
 import { checkStoreDir, InputError, readTrustFile } from "./input-files.ts";
@@ -79,7 +80,18 @@ export function phoneFlags(f: Record<string, string | boolean | undefined>): Run
 
 export { logSink };
 
-/** Runs a phone on a board until --until is reached, the timeout passes, or a signal arrives. */
+/** systemd's STATUS= for a state event: "registered sba.lab.test:5061", "failed: <reason>". */
+function statusLine(e: Extract<PhoneEvent, { event: "state" }>): string {
+  const where = e.registrar ? ` ${e.registrar}${e.primary === false ? " (backup)" : ""}` : "";
+  return `${e.state}${where}${e.reason ? `: ${e.reason}` : ""}`;
+}
+
+/**
+ * Runs a phone on a board until --until is reached, the timeout passes, or a signal arrives.
+ * Under systemd (`systemd`, from createSystemdNotifier) the phone is READY=1 at its first state
+ * (up and working, registered or not: a phone with the WAN down is a running service), reports
+ * each state as STATUS=, pings the watchdog while it runs and says STOPPING=1 when it stops.
+ */
 export async function runPhone(
   out: Output,
   config: PhoneConfig,
@@ -87,6 +99,7 @@ export async function runPhone(
   sim: SimBoard | undefined,
   flags: RunFlags,
   logger: Logger,
+  systemd?: SystemdNotifier,
 ): Promise<number> {
   // The command line's own deadline (--timeout) and keystrokes run on the system clock port too.
   const clock = new SystemClock();
@@ -109,9 +122,13 @@ export async function runPhone(
     views.push(() => term.detach());
   }
   let keysTyped = false;
+  let ready = false;
   const onEvent = (e: PhoneEvent) => {
     if (e.event !== "display" || out.json || !process.stdout.isTTY) out.event(e);
     if (e.event !== "state") return;
+    if (ready) systemd?.status(statusLine(e));
+    else systemd?.ready(statusLine(e));
+    ready = true;
     if (e.state === "sign-in-required" && sim && flags.keys && !keysTyped) {
       keysTyped = true;
       const keys = flags.keys;
@@ -120,6 +137,7 @@ export async function runPhone(
     if (flags.until && e.state === flags.until) finish(0);
   };
   const running = await startPhone({ config, board, logger, onEvent });
+  systemd?.startWatchdog();
   const timer =
     flags.timeoutS !== undefined
       ? clock.setTimer(flags.timeoutS * 1000, () => {
@@ -139,8 +157,10 @@ export async function runPhone(
   timer?.cancel();
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
+  systemd?.stopping("stopping");
   await running.stop();
   for (const stop of views) await stop();
+  await systemd?.close();
   return code;
 }
 
@@ -182,10 +202,12 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
   const config = phoneConfigFrom(file, trustedRoots);
   const logger = logSink(out, f["verbose"] === true);
   const clock = new SystemClock();
+  // undefined unless systemd runs us (NOTIFY_SOCKET): then nothing is sent at all.
+  const systemd = createSystemdNotifier(process.env, { logger: logger.child("systemd"), clock });
   if (file.board === "pi") {
     const board = await createPiBoardFromEnvironment({ clock, logger });
-    return runPhone(out, config, board, undefined, flags, logger);
+    return runPhone(out, config, board, undefined, flags, logger, systemd);
   }
   const sim = createSimBoard({ clock });
-  return runPhone(out, config, sim, sim, flags, logger);
+  return runPhone(out, config, sim, sim, flags, logger, systemd);
 }

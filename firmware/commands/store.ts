@@ -7,6 +7,11 @@
  * `handset store reset --store DIR --yes`: factory reset — no certificate, key, sign-in progress,
  * cached servers or trusted roots are left, and the phone gets new device ids. Refuses without
  * --yes.
+ *
+ * `handset store init --store DIR [--json]`: first boot (handset-firstboot.service) — the factory
+ * state, a record with new device ids, in a 0700 directory with 0600 files, unless the store
+ * already holds an identity, which it leaves as it is (idempotent). A damaged store stays damaged
+ * (store-damaged): init never papers over it with a fresh identity.
  */
 import { HandsetError } from "../core/errors.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
@@ -15,11 +20,13 @@ import type { GenerationState, IdentityRecord, IdentityStore } from "../store/id
 import { diagnostics, diagnosticsRows } from "../telemetry/diagnostics.ts";
 import { type CommandSpec, parseFlags, required } from "./args.ts";
 import { openStore } from "./identity.ts";
+import { checkStoreDir } from "./input-files.ts";
 import type { Output } from "./output.ts";
 
 export const STORE_SPEC = {
-  summary: "what a phone's flash holds (show, no secrets), or a factory reset (reset --yes)",
-  synopsis: ["show --store DIR", "reset --store DIR --yes"],
+  summary:
+    "what a phone's flash holds (show, no secrets), a factory reset (reset --yes), or the first-boot identity (init)",
+  synopsis: ["show --store DIR", "reset --store DIR --yes", "init --store DIR"],
   flags: {
     store: { type: "string", arg: "DIR", help: "the phone's store directory" },
     yes: { type: "boolean", help: "reset: yes, erase the sign-in, certificate and key" },
@@ -62,12 +69,27 @@ function generationSummary(s: GenerationState): Record<string, unknown> {
 
 export async function storeCommand(argv: string[], out: Output): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub !== "show" && sub !== "reset")
-    throw new HandsetError("usage", 'store needs "show" or "reset" (handset store --help)');
+  if (sub !== "show" && sub !== "reset" && sub !== "init")
+    throw new HandsetError("usage", 'store needs "show", "reset" or "init" (handset store --help)');
   const f = parseFlags(rest, STORE_SPEC.flags);
   const dir = required(f, "store");
   const random = new CryptoRandom();
   const store = openStore(dir, random);
+  if (sub === "init") {
+    await checkStoreDir(dir, "store");
+    const found = await store.load();
+    const record = found ?? (await store.loadOrCreate());
+    out.event({
+      event: "store-init",
+      created: found === undefined,
+      store: dir,
+      deviceId: record.deviceId,
+      epid: record.epid,
+      instanceId: record.instanceId,
+      signedIn: record.credential !== undefined,
+    });
+    return 0;
+  }
   if (sub === "reset") {
     if (f["yes"] !== true)
       throw new HandsetError(

@@ -62,6 +62,7 @@ const RANKS: Array<[string, number]> = [
   ["firmware/telemetry/", 4],
   ["firmware/discovery/", 4],
   ["firmware/provisioning/", 4],
+  ["firmware/update/", 4],
   ["firmware/accounts/", 5],
   ["firmware/phone/", 6],
   ["firmware/platform/", 7],
