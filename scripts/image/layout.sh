@@ -43,7 +43,7 @@ CFG
     printf 'root=PARTLABEL=system_%s rootfstype=erofs ro rootwait %s quiet handset.slot=%s\n' "$s" "$console" "$s" > "$src/cmdline-$s.txt"
   done
   rm -f "$out"
-  mkfs.vfat -C -n BOOT -i "$(vfat_id "boot-$arch")" "$out" $((BOOT_MIB * 1024)) >/dev/null
+  mkfs.vfat --invariant -C -n BOOT -i "$(vfat_id "boot-$arch")" "$out" $((BOOT_MIB * 1024)) >/dev/null
   find "$src" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
   # Sorted, with the files' (fixed) times, so the FAT image is reproducible too.
   (cd "$src" && LC_ALL=C find . -mindepth 1 -type f | LC_ALL=C sort | while read -r f; do
@@ -66,7 +66,7 @@ boot_partition=3
 CFG
   touch -d "@$SOURCE_DATE_EPOCH" "$work/config/autoboot.txt"
   rm -f "$out"
-  mkfs.vfat -C -n CONFIG -i "$(vfat_id "config-$arch")" "$out" $((CONFIG_MIB * 1024)) >/dev/null
+  mkfs.vfat --invariant -C -n CONFIG -i "$(vfat_id "config-$arch")" "$out" $((CONFIG_MIB * 1024)) >/dev/null
   mcopy -m -i "$out" "$work/config/autoboot.txt" ::autoboot.txt
 }
 

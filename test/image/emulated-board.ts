@@ -340,22 +340,30 @@ export async function powerOn(o: BootOptions): Promise<Boot> {
       // Markers are printed from two pieces, so the tty's echo of a command line never matches.
       const id = `${process.pid}x${++shellSeq}`;
       if (!shellReady) {
-        // The debug shell starts early in boot (before the data and config partitions are
-        // mounted) and may miss input sent before it: ask until it answers, with the tty's echo
-        // off and once the mounts are there, so that a command sees the system a phone runs in.
-        const ready = `__R_${id}__`;
-        let sent = 0;
-        while (!shellText.includes(ready)) {
-          if (done) throw new Error(`shell ${command}: qemu ended before the debug shell answered`);
-          if (Date.now() > deadline) throw new Error(`shell ${command}: the debug shell never answered`);
-          if (Date.now() - sent > 3_000) {
-            s.write(
-              `stty -echo; while ! mountpoint -q /var/lib/handset || ! mountpoint -q /boot/firmware; do sleep 1; done; printf '__R_%s__\\n' '${id}'\n`,
-            );
-            sent = Date.now();
+        // The debug shell starts early in boot and may miss input sent before it: probe until
+        // it answers. Then, once, echo off and wait (up to a minute) for the data and config
+        // partitions, so that a command sees the system the phone runs in.
+        const wait = async (marker: string, line: string, repeatMs: number) => {
+          let sent = 0;
+          while (!shellText.includes(marker)) {
+            if (done) throw new Error(`shell ${command}: qemu ended before the debug shell answered`);
+            if (Date.now() > deadline)
+              throw new Error(
+                `shell ${command}: the debug shell never answered; it printed: ${JSON.stringify(shellText.slice(-2000))}`,
+              );
+            if (sent === 0 || Date.now() - sent > repeatMs) {
+              s.write(line);
+              sent = Date.now();
+            }
+            await waitOutput();
           }
-          await waitOutput();
-        }
+        };
+        await wait(`__P_${id}__`, `printf '__P_%s__\\n' '${id}'\n`, 3_000);
+        await wait(
+          `__R_${id}__`,
+          `stty -echo; i=0; while [ $i -lt 60 ] && { ! mountpoint -q /var/lib/handset || ! mountpoint -q /boot/firmware; }; do sleep 1; i=$((i+1)); done; printf '__R_%s__\\n' '${id}'\n`,
+          Number.POSITIVE_INFINITY,
+        );
         shellReady = true;
       }
       const end = new RegExp(`__E_${id}_(\\d+)__`);
@@ -371,7 +379,7 @@ export async function powerOn(o: BootOptions): Promise<Boot> {
             .replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "")
             .replace(/\r/g, "")
             .split("\n")
-            .filter((l) => !l.includes(`'${id}'`) && !l.includes("__R_") && !/^\S+@\S+:.*# ?$/.test(l))
+            .filter((l) => !l.includes(`'${id}'`) && !/__[PR]_/.test(l) && !/^\S+@\S+:.*# ?$/.test(l))
             .join("\n");
           return { out: out.trim(), code: Number(m[1]) };
         }
