@@ -21,6 +21,7 @@ import {
 } from "../update/autoboot.ts";
 import { bootInfoFromCmdline, bootInfoFromDeviceTree } from "../update/boot-info.ts";
 import { type BootInfo, parseSlotRecords, type SlotRecords } from "../update/slots.ts";
+import { syncDir } from "./file-system.ts";
 
 /** Runs a program; resolves with its standard output, rejects on a non-zero exit. */
 export type RunCommand = (cmd: string, args: string[]) => Promise<string>;
@@ -59,15 +60,6 @@ async function exists(path: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw err;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 

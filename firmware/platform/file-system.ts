@@ -8,7 +8,7 @@ function isENOENT(err: unknown): boolean {
 }
 
 /** fsync a directory so that a rename or unlink in it survives a power cut. */
-async function syncDir(dir: string): Promise<void> {
+export async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, "r");
   try {
     await fh.sync();
