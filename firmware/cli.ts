@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { type CommandSpec, commandHelp, overviewHelp, PIN_NOTE } from "./commands/args.ts";
 import { CONFIG_SPEC, configCommand } from "./commands/config.ts";
 import { DISCOVER_SPEC, discoverCommand } from "./commands/discover.ts";
+import { FLEET_SPEC, fleetCommand } from "./commands/fleet.ts";
 import { createOutput, type Output } from "./commands/output.ts";
 import { RUN_SPEC, runCommand } from "./commands/phone.ts";
 import { PROVISION_SPEC, provisionCommand } from "./commands/provision.ts";
@@ -30,6 +31,7 @@ export const PRODUCT_SPECS: Record<string, CommandSpec> = {
   store: STORE_SPEC,
   update: UPDATE_SPEC,
   slot: SLOT_SPEC,
+  fleet: FLEET_SPEC,
 };
 
 const TITLE = "usage: handset <command> [--json] [flags]      (handset <command> --help: its flags)";
@@ -90,6 +92,7 @@ function productCommands(write: (line: string) => void): Record<string, Command>
     store: storeCommand,
     update: (argv, out) => updateCommand(argv, out),
     slot: (argv, out) => slotCommand(argv, out),
+    fleet: (argv, out) => fleetCommand(argv, out),
   };
 }
 

@@ -23,14 +23,24 @@ export interface PhoneConfig {
 
 export interface RunningPhone {
   phone: Phone;
-  stop(): Promise<void>;
+  services: PhoneCoreServices;
+  /** The phone's clock (SNTP-corrected, saved floor): what the fleet link stamps and times by. */
+  clock: ClockService;
+  /** Stops the phone, then the board unless `keepBoard` (a core restart keeps the board running). */
+  stop(o?: { keepBoard?: boolean }): Promise<void>;
 }
+
+export type PhoneCoreServices = ReturnType<typeof createPhoneServices>;
 
 export async function startPhone(o: {
   config: PhoneConfig;
   board: Board;
   logger: Logger;
   onEvent: (e: PhoneEvent) => void;
+  /** The board is already running (a core restarted by the fleet keeps it). */
+  boardStarted?: boolean;
+  /** Certificate lifecycle events (renewed, revoked, …) for the fleet's event stream. */
+  onCertificate?: (e: { type: string }) => void;
 }): Promise<RunningPhone> {
   const random = new CryptoRandom();
   const store = openStore(o.config.storeDir, random);
@@ -46,7 +56,7 @@ export async function startPhone(o: {
     logger: o.logger.child("clock"),
   });
   await clock.restore();
-  await o.board.start();
+  if (!o.boardStarted) await o.board.start();
   const services = createPhoneServices({
     config: o.config.network,
     store,
@@ -54,6 +64,7 @@ export async function startPhone(o: {
     clock,
     random,
     logger: o.logger,
+    ...(o.onCertificate ? { onCertificate: o.onCertificate } : {}),
   });
   const phone = new Phone({
     keys: o.board.keys,
@@ -70,9 +81,11 @@ export async function startPhone(o: {
   phone.start();
   return {
     phone,
-    stop: async () => {
+    services,
+    clock,
+    stop: async (so) => {
       await phone.stop();
-      await o.board.stop();
+      if (!so?.keepBoard) await o.board.stop();
     },
   };
 }

@@ -138,6 +138,14 @@ async function bundleHourProbe(dir: string): Promise<string> {
   return file;
 }
 
+/** The node flags the image's /usr/bin/handset runs the firmware with (one place says them). */
+export function serviceNodeFlags(): string[] {
+  const wrapper = readFileSync(join(ROOT, "image/rootfs/usr/bin/handset"), "utf8");
+  const m = /^NODE_FLAGS="([^"]*)"$/m.exec(wrapper);
+  if (!m) throw new Error("image/rootfs/usr/bin/handset has no NODE_FLAGS line");
+  return m[1]!.split(/\s+/).filter(Boolean);
+}
+
 /** RSS at exit of a whole process (median of 3): what Node alone and the loaded bundle cost. */
 function rssAtExitMb(argv: string[]): number {
   const hook =
@@ -156,15 +164,21 @@ async function rssAfterHour(dir: string, bundle: string): Promise<Record<string,
   try {
     const env = { HANDSET_BENCH_LAB: JSON.stringify(lab.line) };
     const probe = await bundleHourProbe(dir);
-    const bundled = await childLine([probe, "--bench-bundle-hour"], env);
+    const flags = serviceNodeFlags();
+    // As the image runs it (the service's node flags), and with node's defaults for comparison.
+    const bundled = await childLine([...flags, probe, "--bench-bundle-hour"], env);
+    const bundledDefaults = await childLine([probe, "--bench-bundle-hour"], env);
     const tsx = await childLine(["--import", "tsx", SELF, "--bench-bundle-hour"], env);
     return {
       note: "phone core, real phone services on a fake clock, lab SBA over loopback TLS; lab in its own process",
+      service_node_flags: flags,
       bundled: bundled.line,
+      bundled_node_defaults: bundledDefaults.line,
       tsx: tsx.line,
       baseline_rss_at_exit_mb: {
         node_e_0: rssAtExitMb(["-e", "0"]),
         bundle_version: rssAtExitMb([bundle, "--version"]),
+        bundle_version_service_flags: rssAtExitMb([...flags, bundle, "--version"]),
       },
       probe_bytes: statSync(probe).size,
     };
@@ -224,6 +238,7 @@ export async function benchBundle(): Promise<Record<string, unknown>> {
     const cs = coldStarts({
       node_e_0: ["-e", "0"],
       bundle_register_help: [bundle, "register", "--help"],
+      service_register_help: [...serviceNodeFlags(), bundle, "register", "--help"],
       tsx_register_help: [join(ROOT, "firmware/handset.mjs"), "register", "--help"],
     });
     const median = (k: string) => (cs.times[k] as { median: number }).median;
@@ -233,13 +248,17 @@ export async function benchBundle(): Promise<Record<string, unknown>> {
       ...cs.times,
       ...(Object.keys(cs.failures).length > 0 ? { failures: cs.failures } : {}),
       bundle_over_node_ratio: round(median("bundle_register_help") / median("node_e_0"), 2),
+      service_over_node_ratio: round(median("service_register_help") / median("node_e_0"), 2),
       tsx_over_node_ratio: round(median("tsx_register_help") / median("node_e_0"), 2),
       tsx_over_bundle_ratio: round(median("tsx_register_help") / median("bundle_register_help"), 2),
     };
 
     out["rss_after_simulated_hour"] = await rssAfterHour(dir, bundle);
     out["image"] = imageFigures();
-    out["targets"] = { bundle_over_node_ratio: "≤ 2.5", rss_after_simulated_hour_mb: "≤ 60" };
+    out["targets"] = {
+      bundle_over_node_ratio: "≤ 2.5",
+      rss_after_simulated_hour_mb: "≤ 60 (bundled: as the image's service runs it)",
+    };
     out["machine"] = { node: process.version, platform: `${process.platform}-${process.arch}` };
     return out;
   } finally {

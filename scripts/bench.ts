@@ -10,7 +10,9 @@
  * - failover storm (bench-failover.ts): 1 000 phones, primary and backup, the primary dies,
  *   refuses REGISTER, returns: worst second at the backup, flaps, failback spread;
  * - release bundle (bench-bundle.ts): bundle and tar sizes, cold start of the bundled
- *   `handset register --help` vs `node -e 0` and vs tsx, RSS after one simulated hour, image sizes.
+ *   `handset register --help` vs `node -e 0` and vs tsx, RSS after one simulated hour, image sizes;
+ * - fleet (bench-fleet.ts): 1 000 phone cores against one mosquitto: connects/s, QoS 1 messages/s,
+ *   CPU per message, the reconnect histogram after a broker restart and its worst second.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -28,6 +30,7 @@ import type { LabReady } from "../test/lab/lab.ts";
 import { benchBundle } from "./bench-bundle.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
+import { benchFleet } from "./bench-fleet.ts";
 import { benchOutage } from "./bench-outage.ts";
 import { benchStorm } from "./bench-storm.ts";
 
@@ -200,6 +203,7 @@ async function main(): Promise<void> {
     results["storm_full_stack"] = await benchStorm();
     results["failover_storm"] = await benchFailover();
     results["bundle"] = await benchBundle();
+    results["fleet"] = await benchFleet();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -4,7 +4,7 @@
  * and JSON mode also gets an "error" event.
  */
 import { asHandsetError } from "../core/errors.ts";
-import { createLogger, type Logger, silentLogger } from "../core/logger.ts";
+import { createLogger, type Logger, type LogSink, silentLogger } from "../core/logger.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 
 export interface Output {
@@ -57,23 +57,26 @@ export function createOutput(
   };
 }
 
-/** With --verbose every log record is a `log` event, its fields included (they hold no secret). */
+/** A log record as a `log` event, its fields included (they hold no secret). */
+export function logEventSink(out: Output): LogSink {
+  return (r) => {
+    let fields: unknown;
+    try {
+      fields = r.fields ? JSON.parse(JSON.stringify(r.fields)) : undefined;
+    } catch {
+      fields = undefined; // a field JSON cannot carry (a cycle, a bigint): the message still goes out
+    }
+    out.event({
+      event: "log",
+      level: r.level,
+      category: r.category,
+      message: r.message,
+      ...(fields !== undefined ? { fields } : {}),
+    });
+  };
+}
+
+/** With --verbose every log record is a `log` event; without it the command logs nothing. */
 export function logSink(out: Output, verbose: boolean): Logger {
-  return verbose
-    ? createLogger((r) => {
-        let fields: unknown;
-        try {
-          fields = r.fields ? JSON.parse(JSON.stringify(r.fields)) : undefined;
-        } catch {
-          fields = undefined; // a field JSON cannot carry (a cycle, a bigint): the message still goes out
-        }
-        out.event({
-          event: "log",
-          level: r.level,
-          category: r.category,
-          message: r.message,
-          ...(fields !== undefined ? { fields } : {}),
-        });
-      })
-    : silentLogger;
+  return verbose ? createLogger(logEventSink(out)) : silentLogger;
 }

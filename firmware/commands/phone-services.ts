@@ -82,6 +82,8 @@ export function createPhoneServices(o: {
   connect?: FlowConnector;
   /** The interface's address and MAC (default: localInterface from the OS). */
   network?: () => { interface?: string; ip?: string; mac?: string };
+  /** Certificate lifecycle events (renewal due, renewed, revoked, expired), e.g. for the fleet. */
+  onCertificate?: (e: { type: string }) => void;
 }): PhoneServices & { diagnostics(): Promise<Diagnostics> } {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
@@ -363,6 +365,7 @@ export function createPhoneServices(o: {
         });
         lifecycle.events.on((e) => {
           logger.info("certificate lifecycle", { type: e.type });
+          o.onCertificate?.({ type: e.type });
           if (e.type === "expired" && !clock.isSet() && !stopped) {
             // Expired by a clock SNTP has not set: not a sign-in; the phone retries once the time is set.
             void account?.stop().catch(() => {});
@@ -404,6 +407,18 @@ export function createPhoneServices(o: {
           await Promise.all(writes);
         },
       };
+    },
+
+    async reprovision() {
+      const rec = await loadRecord();
+      if (!rec.credential) throw new HandsetError("not-signed-in", "No certificate to renew: sign in first");
+      const certProvUrl = rec.certProvUrl ?? discovered?.certProvUrl;
+      if (!certProvUrl)
+        throw new HandsetError("discovery-failed", "No certificate provisioning service known");
+      record = await renewCertificate(signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), {
+        certProvUrl,
+      });
+      return { notAfter: record.credential?.notAfter ?? 0 };
     },
 
     async signOut() {

@@ -3,6 +3,7 @@
  * validated file (firmware/config/). Every state change and every display frame is an event
  * (--json prints them one per line). The development demo (test/dev/) drives the same runPhone.
  */
+import { readFile } from "node:fs/promises";
 import { createPiBoardFromEnvironment } from "../../board/pi/pi-board.ts";
 import {
   attachTerminalView,
@@ -11,19 +12,27 @@ import {
   type SimBoard,
   startWebView,
 } from "../../board/sim/index.ts";
+import type { HandsetConfig, OptionName } from "../config/options.ts";
 import { ConfigError } from "../config/parse.ts";
 import { HandsetError } from "../core/errors.ts";
-import type { Logger } from "../core/logger.ts";
+import { createLogger, type Logger, type LogLevel } from "../core/logger.ts";
 import type { Board } from "../hal/board.ts";
-import { type PhoneConfig, phoneConfigFrom, startPhone } from "../main.ts";
+import { type PhoneConfig, phoneConfigFrom, type RunningPhone, startPhone } from "../main.ts";
 import { PHONE_STATES } from "../phone/lifecycle.ts";
 import type { PhoneEvent } from "../phone/phone.ts";
+import { readBootInfo } from "../platform/boot-control.ts";
+import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { createSystemdNotifier, type SystemdNotifier } from "../platform/systemd-notify.ts";
+import type { FleetSettings } from "../telemetry/fleet-agent.ts";
+import type { MqttPort } from "../telemetry/mqtt-port.ts";
+import { atLeast, RecentLog } from "../telemetry/recent-log.ts";
 import { type ArgSpec, type CommandSpec, parseFlags, required, seconds, VERBOSE_FLAG } from "./args.ts";
 import { loadConfigFile } from "./config.ts";
+import { type FleetLink, type FleetOverlay, loadFleetOverlay, startFleetLink } from "./fleet-link.ts";
 import { checkStoreDir, InputError, readTrustFile } from "./input-files.ts";
-import { logSink, type Output } from "./output.ts";
+import { logEventSink, logSink, type Output } from "./output.ts";
+import { type PhoneNetworkConfig, VERSION } from "./phone-services.ts";
 
 const STATES = new Set<string>(PHONE_STATES);
 
@@ -86,11 +95,71 @@ function statusLine(e: Extract<PhoneEvent, { event: "state" }>): string {
   return `${e.state}${where}${e.reason ? `: ${e.reason}` : ""}`;
 }
 
+/** Where the phone's log records go: the command line (at a level the fleet may change) and memory. */
+export interface PhoneLogging {
+  logger: Logger;
+  /** The last records, for the fleet's `diagnostics`. */
+  recent: RecentLog;
+  setLevel(level: LogLevel): void;
+}
+
+/**
+ * The phone's logger: every record at info or above is kept in memory (redacted) for the fleet's
+ * `diagnostics`; records at `level` or above are written as `log` events (all with --verbose;
+ * none when `level` is undefined, as the demo runs).
+ */
+export function phoneLogging(out: Output, o: { verbose: boolean; level?: LogLevel }): PhoneLogging {
+  const clock = new SystemClock();
+  const recent = new RecentLog({ capacity: 200, now: () => clock.now() });
+  const write = logEventSink(out);
+  let level: LogLevel | undefined = o.verbose ? "debug" : o.level;
+  return {
+    logger: createLogger((r) => {
+      recent.sink(r);
+      if (level !== undefined && atLeast(r.level, level)) write(r);
+    }),
+    recent,
+    setLevel: (l) => {
+      level = o.verbose ? "debug" : l;
+    },
+  };
+}
+
+/** The fleet connection of a phone run: settings without the device id when flash names it. */
+export interface PhoneFleet {
+  settings: Omit<FleetSettings, "deviceId"> & { deviceId?: string };
+  /** The A/B slot running, where the image says. */
+  slot?: string;
+  /** Test seam: the MQTT edge (default: MQTT.js). */
+  port?: MqttPort;
+}
+
+/**
+ * The remote configuration's idle values on top of a phone's configuration (the options with
+ * `remote: "idle"` in firmware/config/options.ts; a value of undefined is the file's own).
+ */
+export function withFleetOverlay(base: PhoneConfig, overlay: FleetOverlay): PhoneConfig {
+  const v = overlay.values;
+  const network: PhoneNetworkConfig = { ...base.network };
+  if ("network.staticRegistrars" in v) {
+    const r = v["network.staticRegistrars"] as Array<{ host: string; port: number }> | undefined;
+    if (r) network.staticRegistrars = r;
+  }
+  if ("network.failbackProbeMs" in v) {
+    const ms = v["network.failbackProbeMs"] as number | undefined;
+    if (ms !== undefined) network.failbackProbeMs = ms;
+  }
+  const utc = v["utcOffsetMinutes"] as number | undefined;
+  return { ...base, network, ...(utc !== undefined ? { utcOffsetMinutes: utc } : {}) };
+}
+
 /**
  * Runs a phone on a board until --until is reached, the timeout passes, or a signal arrives.
  * Under systemd (`systemd`, from createSystemdNotifier) the phone is READY=1 at its first state
  * (up and working, registered or not: a phone with the WAN down is a running service), reports
  * each state as STATUS=, pings the watchdog while it runs and says STOPPING=1 when it stops.
+ * With `fleet` the phone also reports to and takes commands from an MQTT broker (fleet-link.ts);
+ * that link outlives the phone core, which it may restart to apply a configuration.
  */
 export async function runPhone(
   out: Output,
@@ -100,6 +169,7 @@ export async function runPhone(
   flags: RunFlags,
   logger: Logger,
   systemd?: SystemdNotifier,
+  extras: { fleet?: PhoneFleet; logging?: PhoneLogging } = {},
 ): Promise<number> {
   // The command line's own deadline (--timeout) and keystrokes run on the system clock port too.
   const clock = new SystemClock();
@@ -123,8 +193,12 @@ export async function runPhone(
   }
   let keysTyped = false;
   let ready = false;
+  let link: FleetLink | undefined;
+  let screen: string[] = [];
   const onEvent = (e: PhoneEvent) => {
     if (e.event !== "display" || out.json || !process.stdout.isTTY) out.event(e);
+    if (e.event === "display") screen = e.lines;
+    link?.onPhoneEvent(e);
     if (e.event !== "state") return;
     if (ready) systemd?.status(statusLine(e));
     else systemd?.ready(statusLine(e));
@@ -136,7 +210,64 @@ export async function runPhone(
     }
     if (flags.until && e.state === flags.until) finish(0);
   };
-  const running = await startPhone({ config, board, logger, onEvent });
+  const onCertificate = (e: { type: string }) => link?.onCertificate(e);
+  const fleet = extras.fleet;
+  const overlay = fleet ? await loadFleetOverlay(config.storeDir, logger) : { values: {} };
+  let running: RunningPhone | undefined = await startPhone({
+    config: withFleetOverlay(config, overlay),
+    board,
+    logger,
+    onEvent,
+    onCertificate,
+  });
+  /** A core restart (a configuration applied at idle, or a reboot outside systemd): the board stays. */
+  let restarting: Promise<void> = Promise.resolve();
+  let current = overlay;
+  const restartCore = (next: FleetOverlay, reason: string): Promise<void> => {
+    current = next;
+    restarting = restarting.then(async () => {
+      const old = running;
+      if (!old) return;
+      logger.info("restarting the phone core", { reason });
+      running = undefined;
+      await old.stop({ keepBoard: true });
+      running = await startPhone({
+        config: withFleetOverlay(config, next),
+        board,
+        logger,
+        onEvent,
+        onCertificate,
+        boardStarted: true,
+      });
+    });
+    return restarting;
+  };
+  if (fleet) {
+    const first = running;
+    const deviceId =
+      fleet.settings.deviceId ?? (await first.services.diagnostics()).device?.deviceId ?? "unknown";
+    link = await startFleetLink({
+      settings: { ...fleet.settings, deviceId },
+      storeDir: config.storeDir,
+      clock: first.clock,
+      random: new CryptoRandom(),
+      logger,
+      version: VERSION,
+      core: () => running,
+      screen: () => screen,
+      ...(extras.logging ? { recentLog: extras.logging.recent, setLogLevel: extras.logging.setLevel } : {}),
+      ...(fleet.slot ? { slot: fleet.slot } : {}),
+      ...(fleet.port ? { port: fleet.port } : {}),
+      restartCore,
+      // Under systemd a reboot is the service's restart (Restart=always): a fresh process.
+      reboot: () => {
+        if (systemd) finish(0);
+        else void restartCore(current, "reboot").catch(() => {});
+      },
+    });
+    // The state events of the boot so far (the link started after the core).
+    link.onPhoneEvent({ event: "state", state: first.phone.state });
+  }
   systemd?.startWatchdog();
   const timer =
     flags.timeoutS !== undefined
@@ -158,7 +289,10 @@ export async function runPhone(
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
   systemd?.stopping("stopping");
-  await running.stop();
+  await restarting.catch(() => {});
+  await running?.stop();
+  // A clean stop says so on the retained state ("offline"), unlike a crash (the will: "lost").
+  await link?.stop({ clean: true });
   for (const stop of views) await stop();
   await systemd?.close();
   return code;
@@ -187,6 +321,66 @@ async function readTrustedRoots(paths: string[], configPath: string): Promise<st
   return roots;
 }
 
+/** The fleet settings a configuration file asks for (mqtt.brokers set), its files read. */
+async function fleetFromConfig(
+  file: HandsetConfig,
+  path: string,
+  trustedRoots: string[],
+): Promise<PhoneFleet | undefined> {
+  const brokers = file["mqtt.brokers"];
+  if (!brokers) return undefined;
+  const username = file["mqtt.username"];
+  const passwordFile = file["mqtt.passwordFile"];
+  const certFile = file["mqtt.cert"];
+  const keyFile = file["mqtt.key"];
+  if (!(username && passwordFile) && !(certFile && keyFile))
+    throw new ConfigError(
+      "mqtt.brokers",
+      "needs mqtt.username with mqtt.passwordFile, or mqtt.cert with mqtt.key: the phone never connects to a broker anonymously",
+    ).inFile(path);
+  if ((username === undefined) !== (passwordFile === undefined))
+    throw new ConfigError("mqtt.username", "mqtt.username and mqtt.passwordFile go together").inFile(path);
+  const read = async (key: OptionName, p: string, secret: boolean): Promise<string> => {
+    try {
+      const text = await readFile(p, "utf8");
+      return secret ? (text.split(/\r?\n/)[0] ?? "") : text;
+    } catch (err) {
+      throw new ConfigError(
+        key,
+        `cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+      ).inFile(path);
+    }
+  };
+  const caFile = file["mqtt.ca"];
+  let slot: string | undefined;
+  try {
+    slot = (await readBootInfo()).bootPartition === 2 ? "a" : "b";
+  } catch {
+    slot = undefined; // not an A/B image (a development machine)
+  }
+  return {
+    settings: {
+      brokers,
+      prefix: file["mqtt.prefix"],
+      ...(file["mqtt.deviceId"] ? { deviceId: file["mqtt.deviceId"] } : {}),
+      ...(file["mqtt.site"] ? { site: file["mqtt.site"] } : {}),
+      ...(username && passwordFile
+        ? { username, password: await read("mqtt.passwordFile", passwordFile, true) }
+        : {}),
+      ca: caFile ? [await read("mqtt.ca", caFile, false)] : trustedRoots,
+      ...(certFile && keyFile
+        ? { cert: await read("mqtt.cert", certFile, false), key: await read("mqtt.key", keyFile, true) }
+        : {}),
+      keepaliveS: file["mqtt.keepaliveS"],
+      commands: file["mqtt.commands"],
+      outboxSize: file["mqtt.outboxSize"],
+      outboxRatePerS: file["mqtt.outboxRatePerS"],
+      intervalS: file["telemetry.intervalS"],
+    },
+    ...(slot ? { slot } : {}),
+  };
+}
+
 export async function runCommand(argv: string[], out: Output): Promise<number> {
   const f = parseFlags(argv, RUN_SPEC.flags);
   const path = required(f, "config");
@@ -200,14 +394,17 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
     throw new ConfigError("storeDir", err.message.replace(/^storeDir /, "")).inFile(path);
   }
   const config = phoneConfigFrom(file, trustedRoots);
-  const logger = logSink(out, f["verbose"] === true);
+  const fleet = await fleetFromConfig(file, path, trustedRoots);
+  const logging = phoneLogging(out, { verbose: f["verbose"] === true, level: file["log.level"] });
+  const logger = logging.logger;
   const clock = new SystemClock();
   // undefined unless systemd runs us (NOTIFY_SOCKET): then nothing is sent at all.
   const systemd = createSystemdNotifier(process.env, { logger: logger.child("systemd"), clock });
+  const extras = { logging, ...(fleet ? { fleet } : {}) };
   if (file.board === "pi") {
     const board = await createPiBoardFromEnvironment({ clock, logger });
-    return runPhone(out, config, board, undefined, flags, logger, systemd);
+    return runPhone(out, config, board, undefined, flags, logger, systemd, extras);
   }
   const sim = createSimBoard({ clock });
-  return runPhone(out, config, sim, sim, flags, logger, systemd);
+  return runPhone(out, config, sim, sim, flags, logger, systemd, extras);
 }

@@ -18,6 +18,7 @@ import {
   integer,
   ipAddress,
   type Kind,
+  KindMismatch,
   listOf,
   mapOf,
   oneOf,
@@ -33,9 +34,48 @@ export interface Option<T, Always extends boolean = boolean> {
   /** Never printed, logged or echoed in an error (the reference says so). */
   readonly secret: boolean;
   readonly description: string;
+  /**
+   * Whether an operator may set it over MQTT (`config/desired`, issue 11): "live" applies at
+   * once, "idle" at the phone's next idle moment (the phone core restarts with it, never during a
+   * sign-in or a call). Absent: only the file sets it (the store, the trust roots, the board, the
+   * broker credentials), and a desired value for it is refused with that reason.
+   */
+  readonly remote?: "live" | "idle";
   /** Type-level only: whether the typed value is always present. */
   readonly _always?: Always;
 }
+
+/** The same option, settable over MQTT (see Option.remote). */
+function remote<T, A extends boolean>(o: Option<T, A>, mode: "live" | "idle"): Option<T, A> {
+  return { ...o, remote: mode };
+}
+
+/** An mqtt:// or mqtts:// broker URL with a host (MQTT over TCP or TLS; no WebSocket). */
+const brokerUrl: Kind<string> = {
+  type: "mqtt(s) URL",
+  check: (v) => {
+    try {
+      const u = new URL(String(v));
+      if (typeof v === "string" && (u.protocol === "mqtt:" || u.protocol === "mqtts:") && u.hostname !== "")
+        return v;
+    } catch {
+      // not a URL at all
+    }
+    return new KindMismatch(`expected an mqtt:// or mqtts:// URL, got ${JSON.stringify(v)}`);
+  },
+  toJson: (v) => v,
+};
+
+/** The fleet commands (firmware/telemetry/commands.ts names the same set). */
+export const FLEET_COMMANDS = [
+  "ping",
+  "reboot",
+  "sign-out",
+  "reprovision",
+  "diagnostics",
+  "screenshot",
+  "update",
+] as const;
 
 function withDefault<T>(kind: Kind<T>, value: T, description: string): Option<T, true> {
   return { kind, default: value, required: false, secret: false, description };
@@ -64,10 +104,21 @@ export const OPTIONS = {
     listOf(text({ type: "path" }), { nonEmpty: true }),
     "PEM files of the root certificates the pool's and the SBA's server certificates chain to.",
   ),
-  utcOffsetMinutes: withDefault(
-    integer({ min: -720, max: 840, unit: "min" }),
-    0,
-    "Local time offset from UTC for the clock on the display.",
+  utcOffsetMinutes: remote(
+    withDefault(
+      integer({ min: -720, max: 840, unit: "min" }),
+      0,
+      "Local time offset from UTC for the clock on the display.",
+    ),
+    "idle",
+  ),
+  "log.level": remote(
+    withDefault(
+      oneOf("debug", "info", "warn", "error"),
+      "info",
+      "The least severe log record written (journald, or --json lines); --verbose is debug.",
+    ),
+    "live",
   ),
   "network.dhcp.interface": optional(
     text({ type: "interface" }),
@@ -91,9 +142,12 @@ export const OPTIONS = {
     dnsName,
     "The SIP domain for the DNS fallback (SRV, then A records; also _ntp._udp); overrides DHCP option 15.",
   ),
-  "network.staticRegistrars": optional(
-    listOf(hostPort),
-    "Registrars tried after those DHCP and DNS name (and before the one cached in flash), in order.",
+  "network.staticRegistrars": remote(
+    optional(
+      listOf(hostPort),
+      "Registrars tried after those DHCP and DNS name (and before the one cached in flash), in order.",
+    ),
+    "idle",
   ),
   "network.staticCertProvUrl": optional(
     httpsUrl,
@@ -108,9 +162,68 @@ export const OPTIONS = {
     "auto",
     'The TLS version inside the TLS-DSK tunnel: "auto" tries 1.2 and falls back to 1.0 for old pools.',
   ),
-  "network.failbackProbeMs": optional(
-    integer({ min: 1_000, max: 86_400_000, unit: "ms" }),
-    "While on a backup registrar, how often to probe the home one (the account's default, 60 s, when unset).",
+  "network.failbackProbeMs": remote(
+    optional(
+      integer({ min: 1_000, max: 86_400_000, unit: "ms" }),
+      "While on a backup registrar, how often to probe the home one (the account's default, 60 s, when unset).",
+    ),
+    "idle",
+  ),
+  "mqtt.brokers": optional(
+    listOf(brokerUrl, { nonEmpty: true }),
+    'The MQTT brokers (cluster members), tried in turn with jittered backoff, e.g. ["mqtts://mqtt1.contoso.com:8883"]. Unset: no fleet connection. Needs mqtt.username + mqtt.passwordFile or mqtt.cert + mqtt.key: never anonymous.',
+  ),
+  "mqtt.prefix": withDefault(
+    text({ pattern: /^[^#+\u0000]+[^/#+\u0000]$/, what: "a topic prefix without wildcards or a trailing /" }),
+    "handset/v1",
+    "Topic prefix: the phone's topics are PREFIX/DEVICE-ID/state, …/event, …/config/desired, …/cmd/NAME.",
+  ),
+  "mqtt.deviceId": optional(
+    text({ pattern: /^[A-Za-z0-9._-]{1,64}$/, what: "1-64 letters, digits, . _ -" }),
+    "The phone's name in topics and the client id; default: the device id in flash (handset store init).",
+  ),
+  "mqtt.site": optional(
+    text({ pattern: /^[A-Za-z0-9._-]{1,64}$/, what: "1-64 letters, digits, . _ -" }),
+    "The site whose desired configuration (PREFIX/site/SITE/config/desired) is layered between the organisation's (PREFIX/org/config/desired) and the phone's own.",
+  ),
+  "mqtt.username": optional(text(), "MQTT user name (with mqtt.passwordFile)."),
+  "mqtt.passwordFile": optional(
+    text({ type: "path" }),
+    "A file holding the MQTT password (first line); the password itself is never in the configuration.",
+  ),
+  "mqtt.ca": optional(
+    text({ type: "path" }),
+    "PEM file of the CA the broker's certificate chains to (mqtts); default: trustedRoots.",
+  ),
+  "mqtt.cert": optional(text({ type: "path" }), "PEM file of a client certificate for the broker (mqtts)."),
+  "mqtt.key": optional(text({ type: "path" }), "PEM file of the client certificate's key (0600)."),
+  "mqtt.keepaliveS": withDefault(
+    integer({ min: 5, max: 600, unit: "s" }),
+    30,
+    "MQTT keep-alive; the phone drops a connection that has been silent for 1.5 × this, and the broker publishes its last will (state lost) after the same.",
+  ),
+  "mqtt.commands": withDefault(
+    listOf(oneOf(...FLEET_COMMANDS)),
+    ["ping", "reboot", "sign-out", "reprovision", "diagnostics", "screenshot"],
+    "The commands the phone accepts on PREFIX/DEVICE-ID/cmd/NAME; others are refused (command-disabled). Only the file sets it: an operator cannot enable a command over MQTT. (update is not served over MQTT yet: it needs the A/B image, issue 10.)",
+  ),
+  "mqtt.outboxSize": withDefault(
+    integer({ min: 10, max: 100_000 }),
+    1_000,
+    "Events kept in flash while the broker is unreachable; beyond it the oldest are dropped (and counted).",
+  ),
+  "mqtt.outboxRatePerS": withDefault(
+    integer({ min: 1, max: 1_000, unit: "/s" }),
+    20,
+    "How fast a queued backlog is sent after a reconnect, so a site's return does not flood the broker.",
+  ),
+  "telemetry.intervalS": remote(
+    withDefault(
+      integer({ min: 10, max: 86_400, unit: "s" }),
+      300,
+      "How often the retained state is republished (uptime, addresses) when nothing changed.",
+    ),
+    "live",
   ),
 } as const satisfies Record<string, Option<unknown>>;
 

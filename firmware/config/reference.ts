@@ -12,6 +12,8 @@ export interface ReferenceRow {
   default?: unknown;
   required: boolean;
   secret: boolean;
+  /** Settable over MQTT (config/desired): applied "live" or at the next "idle" moment. */
+  remote?: "live" | "idle";
   description: string;
 }
 
@@ -22,6 +24,7 @@ export function referenceRows(): ReferenceRow[] {
     ...(o.default !== undefined ? { default: o.kind.toJson(o.default) } : {}),
     required: o.required,
     secret: o.secret,
+    ...(o.remote ? { remote: o.remote } : {}),
     description: o.description,
   }));
 }
@@ -36,7 +39,7 @@ export function referenceText(): string {
   return rows
     .map(
       (r) =>
-        `${r.name.padEnd(width)}  ${r.type}  ${defaultText(r)}${r.secret ? "  secret" : ""}\n` +
+        `${r.name.padEnd(width)}  ${r.type}  ${defaultText(r)}${r.secret ? "  secret" : ""}${r.remote ? `  fleet: ${r.remote}` : ""}\n` +
         `${" ".repeat(width)}  ${r.description}`,
     )
     .join("\n");
@@ -46,11 +49,11 @@ export function referenceText(): string {
 export function referenceMarkdown(): string {
   const cell = (s: string) => s.replaceAll("|", "\\|");
   const lines = [
-    "| option | type | default | secret | description |",
-    "| --- | --- | --- | --- | --- |",
+    "| option | type | default | secret | over MQTT | description |",
+    "| --- | --- | --- | --- | --- | --- |",
     ...referenceRows().map(
       (r) =>
-        `| \`${r.name}\` | ${cell(r.type)} | ${cell(r.default !== undefined ? `\`${JSON.stringify(r.default)}\`` : r.required ? "required" : "unset")} | ${r.secret ? "yes" : "no"} | ${cell(r.description)} |`,
+        `| \`${r.name}\` | ${cell(r.type)} | ${cell(r.default !== undefined ? `\`${JSON.stringify(r.default)}\`` : r.required ? "required" : "unset")} | ${r.secret ? "yes" : "no"} | ${r.remote ?? "no"} | ${cell(r.description)} |`,
     ),
   ];
   return lines.join("\n");

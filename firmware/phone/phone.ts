@@ -195,6 +195,47 @@ export class Phone {
     await this.stopRegistration();
   }
 
+  /**
+   * Whether a disruptive remote operation (reboot, sign-out, reprovision, a config that restarts
+   * the core) may run now: not while a sign-in is in flight or someone is typing one, not while
+   * the phone signs out or resets. (Calls, once they exist, will count here too.)
+   */
+  isIdle(): boolean {
+    if (this.current === "signing-in" || this.current === "provisioned") return false;
+    if (this.ui === "signing-out" || this.ui === "resetting") return false;
+    // Someone at the keypad mid-way through extension and PIN: do not pull the form away.
+    const typing =
+      (this.ui === "pin" && this.pin !== "") || (this.ui === "extension" && this.extension !== "");
+    return !(typing && this.current === "sign-in-required");
+  }
+
+  /** Sign-out from outside (the fleet's `sign-out`): as the menu's, without asking. */
+  async requestSignOut(): Promise<void> {
+    if (!this.running) throw new HandsetError("not-running", "The phone is not running");
+    if (this.current === "sign-in-required")
+      throw new HandsetError("not-signed-in", "No user is signed in on this phone");
+    await this.signOut();
+  }
+
+  /**
+   * Reprovisioning from outside (the fleet's `reprovision`): a new key pair and certificate from
+   * the certificate provisioning service (authenticated by the current certificate, no PIN), kept
+   * in flash, then a fresh registration with it. If the web services cannot be reached the old
+   * certificate stays and keeps working; the error is the answer.
+   */
+  async requestReprovision(): Promise<{ notAfter: number }> {
+    if (!this.running) throw new HandsetError("not-running", "The phone is not running");
+    const r = await this.services.reprovision();
+    if (this.running && this.registration) {
+      this.log.info("re-registering with the new certificate");
+      await this.stopRegistration();
+      if (!this.running) return r;
+      this.transition("registering", { reason: "reprovisioned" });
+      this.startRegistration();
+    }
+    return r;
+  }
+
   /** What the display shows now, as data (the PIN only as its length). */
   view(): PhoneView {
     const v: PhoneView = {

@@ -66,6 +66,11 @@ export interface PhoneServices {
   signIn(o: SignInRequest): Promise<{ uri: string }>;
   /** Starts the registration policy (failover etc. live behind it) and reports every change until stop(). */
   register(d: DiscoveryResult, onStatus: (s: RegistrationStatus) => void): RegistrationHandle;
+  /**
+   * A new key pair and certificate now (certificate-authenticated, no PIN), kept in flash; the
+   * next registration uses it. Throws HandsetError (not-signed-in, server-unreachable, …).
+   */
+  reprovision(): Promise<{ notAfter: number }>;
   /** Wipes the certificate and key. */
   signOut(): Promise<void>;
   /**

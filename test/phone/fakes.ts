@@ -102,6 +102,7 @@ export class FakeServices implements PhoneServices {
   readonly registrations: FakeRegistration[] = [];
   signOuts = 0;
   resets = 0;
+  reprovisionScript: Script<{ notAfter: number }> = [];
   info: Array<[string, string]> = [
     ["IP", "10.0.0.5"],
     ["Gateway", "10.0.0.1"],
@@ -144,6 +145,10 @@ export class FakeServices implements PhoneServices {
     this.calls.push("signOut");
     this.signOuts++;
     return Promise.resolve();
+  }
+  reprovision(): Promise<{ notAfter: number }> {
+    this.calls.push("reprovision");
+    return this.next(this.reprovisionScript, { notAfter: Date.UTC(2026, 6, 1) });
   }
   factoryReset(): Promise<void> {
     this.calls.push("factoryReset");

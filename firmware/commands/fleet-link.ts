@@ -1,0 +1,295 @@
+/**
+ * Binds the fleet agent (firmware/telemetry/fleet-agent.ts) to a running phone: the phone's
+ * events become fleet events and retained state, the fleet's commands become phone operations,
+ * and desired configuration is applied live (log level, telemetry interval) or at the next idle
+ * moment by restarting the phone core with it (registrars, fail-back probe, display offset).
+ * Composition only: the protocol is in telemetry/, the socket in platform/.
+ *
+ * The agent outlives the phone core: a restart for an idle-applied configuration keeps one MQTT
+ * session, and the applied values are kept in flash (fleet-config.json) so a reboot starts with
+ * them instead of restarting once more when the retained desired document arrives again.
+ */
+import type { Clock } from "../core/clock.ts";
+import { HandsetError } from "../core/errors.ts";
+import type { Logger, LogLevel } from "../core/logger.ts";
+import type { Random } from "../core/random.ts";
+import type { Phone, PhoneEvent } from "../phone/phone.ts";
+import { nodeFileSystem } from "../platform/file-system.ts";
+import { createMqttPort } from "../platform/mqtt-connection.ts";
+import type { CertClock } from "../sip/tls-dsk/cert-verify.ts";
+import type { FileSystem } from "../store/file-system.ts";
+import { jsonFile } from "../store/json-file.ts";
+import type { Diagnostics } from "../telemetry/diagnostics.ts";
+import {
+  type DeviceState,
+  FleetAgent,
+  type FleetDevice,
+  type FleetSettings,
+  type FleetStatus,
+} from "../telemetry/fleet-agent.ts";
+import type { MqttPort } from "../telemetry/mqtt-port.ts";
+import type { OutboxSnapshot } from "../telemetry/outbox.ts";
+import type { RecentLog } from "../telemetry/recent-log.ts";
+
+/** What the link needs of the phone core now running (it changes when the core restarts). */
+export interface FleetCore {
+  phone: Phone;
+  services: { diagnostics(): Promise<Diagnostics> };
+}
+
+/** The applied remote configuration kept in flash: dotted key → value. */
+export interface FleetOverlay {
+  values: Record<string, unknown>;
+}
+
+const isOverlay = (v: unknown): v is FleetOverlay =>
+  typeof v === "object" && v !== null && typeof (v as FleetOverlay).values === "object";
+
+export const OVERLAY_FILE = "fleet-config.json";
+export const OUTBOX_FILE = "fleet-outbox.json";
+
+export interface FleetLinkOptions {
+  settings: FleetSettings;
+  storeDir: string;
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+  version: string;
+  core(): FleetCore | undefined;
+  /** The display's last frame (the `screenshot` command). */
+  screen(): string[];
+  recentLog?: RecentLog;
+  /** The firmware slot running ("a" / "b"), on an A/B image. */
+  slot?: string;
+  /** The live log level switch (`log.level`). */
+  setLogLevel?(level: LogLevel): void;
+  /** Restarts the phone core with the overlay's idle values applied (registrars, …). */
+  restartCore(overlay: FleetOverlay, reason: string): Promise<void>;
+  /** A reboot: under systemd the process exits and is restarted; elsewhere the core restarts. */
+  reboot(): void;
+  port?: MqttPort;
+  fs?: FileSystem;
+  /** What broker certificates are checked against (default `clock`: pass the ClockService). */
+  certClock?: CertClock;
+}
+
+export interface FleetLink {
+  agent: FleetAgent;
+  /** Feed every phone event here (state, error, display). */
+  onPhoneEvent(e: PhoneEvent): void;
+  /** A certificate lifecycle event (renewed, revoked, …). */
+  onCertificate(e: { type: string }): void;
+  status(): FleetStatus | undefined;
+  stop(o?: { clean?: boolean }): Promise<void>;
+}
+
+/** Loads the applied overlay (an unreadable file is no overlay: the file's config then holds). */
+export async function loadFleetOverlay(
+  storeDir: string,
+  logger: Logger,
+  fs: FileSystem = nodeFileSystem,
+): Promise<FleetOverlay> {
+  const file = jsonFile<FleetOverlay>(fs, storeDir, OVERLAY_FILE, {
+    check: isOverlay,
+    onDamaged: (reason) => logger.warn("fleet configuration in flash ignored", { reason }),
+  });
+  try {
+    return (await file.load()) ?? { values: {} };
+  } catch (err) {
+    logger.warn("fleet configuration unreadable", { code: (err as HandsetError).code ?? "io" });
+    return { values: {} };
+  }
+}
+
+const HISTORY = 50;
+
+export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
+  const fs = o.fs ?? nodeFileSystem;
+  const log = o.logger.child("fleet");
+  const started = o.clock.monotonic();
+  const overlayFile = jsonFile<FleetOverlay>(fs, o.storeDir, OVERLAY_FILE, { check: isOverlay });
+  const outboxFile = jsonFile<OutboxSnapshot>(fs, o.storeDir, OUTBOX_FILE, {
+    check: (v): v is OutboxSnapshot => typeof v === "object" && v !== null,
+    onDamaged: (reason) => log.warn("fleet outbox in flash ignored", { reason }),
+  });
+  let overlay = await loadFleetOverlay(o.storeDir, log, fs);
+  let diag: Diagnostics | undefined;
+  let last: { state: string; registrar?: string; primary?: boolean } | undefined;
+  const history: Array<{
+    at: string;
+    state: string;
+    registrar?: string;
+    primary?: boolean;
+    reason?: string;
+  }> = [];
+  let status: FleetStatus | undefined;
+
+  const refreshDiagnostics = () => {
+    const core = o.core();
+    if (!core) return;
+    core.services
+      .diagnostics()
+      .then((d) => {
+        diag = d;
+        agent.stateChanged();
+      })
+      .catch((err: unknown) =>
+        log.warn("diagnostics failed", { code: (err as HandsetError).code ?? "internal" }),
+      );
+  };
+
+  const deviceState = (): DeviceState => {
+    const cert = diag?.certificate;
+    const notAfter = cert ? Date.parse(cert.notAfter) : Number.NaN;
+    return {
+      state: last?.state ?? "booting",
+      ...(last?.registrar ? { registrar: last.registrar } : {}),
+      ...(last?.primary !== undefined ? { primary: last.primary } : {}),
+      limited: last?.state === "limited",
+      ...(diag?.user ? { uri: diag.user } : {}),
+      ...(cert && Number.isFinite(notAfter) ? { certificate: { notAfter, subject: cert.subject } } : {}),
+      firmware: { version: o.version, ...(o.slot ? { slot: o.slot } : {}) },
+      uptimeS: Math.floor((o.clock.monotonic() - started) / 1000),
+      addresses: {
+        ...(diag?.network.ip ? { ip: diag.network.ip } : {}),
+        ...(diag?.network.mac ? { mac: diag.network.mac } : {}),
+      },
+    };
+  };
+
+  const needCore = (): FleetCore => {
+    const core = o.core();
+    if (!core) throw new HandsetError("not-running", "The phone core is restarting; try again");
+    return core;
+  };
+
+  const device: FleetDevice = {
+    state: deviceState,
+    isIdle: () => o.core()?.phone.isIdle() ?? false,
+    async run(name) {
+      switch (name) {
+        case "reboot":
+          // Answer first: the reply goes out before the phone goes away.
+          o.clock.setTimer(1_000, () => o.reboot());
+          return { rebooting: true };
+        case "sign-out":
+          await needCore().phone.requestSignOut();
+          return { signedOut: true };
+        case "reprovision": {
+          const r = await needCore().phone.requestReprovision();
+          return { certificate: { notAfter: new Date(r.notAfter).toISOString() } };
+        }
+        case "diagnostics": {
+          const d = await needCore().services.diagnostics();
+          return {
+            diagnostics: d,
+            registrationHistory: history.slice(),
+            log: (o.recentLog?.recent(100) ?? []).map((l) => ({ ...l, at: new Date(l.at).toISOString() })),
+          };
+        }
+        case "screenshot":
+          return { lines: o.screen() };
+        case "update":
+          throw new HandsetError(
+            "update-unavailable",
+            "Updates are installed by `handset update` as root on the A/B image, not by the phone service",
+          );
+        default:
+          throw new HandsetError("unknown-command", `No command ${name}`);
+      }
+    },
+    async applyConfig(values, mode) {
+      if (mode === "live") {
+        for (const [k, v] of Object.entries(values)) {
+          if (k === "log.level") o.setLogLevel?.((v as LogLevel | undefined) ?? "warn");
+          else if (k === "telemetry.intervalS")
+            agent.updateSettings({ intervalS: (v as number | undefined) ?? o.settings.intervalS });
+        }
+        return;
+      }
+      const next: Record<string, unknown> = { ...overlay.values };
+      let changed = false;
+      for (const [k, v] of Object.entries(values)) {
+        if (JSON.stringify(next[k]) === JSON.stringify(v)) continue;
+        changed = true;
+        if (v === undefined) delete next[k];
+        else next[k] = v;
+      }
+      if (!changed) return;
+      overlay = { values: next };
+      try {
+        await overlayFile.save(overlay);
+      } catch (err) {
+        // Still applied now; only a reboot would forget it (and the retained document restores it).
+        log.error("fleet configuration not saved", { code: (err as HandsetError).code ?? "io" });
+      }
+      await o.restartCore(overlay, "config");
+    },
+  };
+
+  const agent = new FleetAgent({
+    clock: o.clock,
+    random: o.random,
+    logger: o.logger, // the agent logs as "fleet" itself
+    // The broker's certificate is checked at the phone's clock (SNTP-corrected), as every other one.
+    port: o.port ?? createMqttPort({ logger: log, clock: o.certClock ?? o.clock }),
+    settings: o.settings,
+    device,
+    store: { load: () => outboxFile.load(), save: (s) => outboxFile.save(s) },
+  });
+  agent.status.on((s) => {
+    status = s;
+  });
+  await agent.start();
+
+  return {
+    agent,
+    onPhoneEvent(e) {
+      if (e.event === "error") {
+        agent.event("error", { code: e.code });
+        return;
+      }
+      if (e.event !== "state") return;
+      const prev = last;
+      last = {
+        state: e.state,
+        ...(e.registrar ? { registrar: e.registrar } : {}),
+        ...(e.primary !== undefined ? { primary: e.primary } : {}),
+      };
+      history.push({
+        at: new Date(o.clock.now()).toISOString(),
+        state: e.state,
+        ...(e.registrar ? { registrar: e.registrar } : {}),
+        ...(e.primary !== undefined ? { primary: e.primary } : {}),
+        ...(e.reason ? { reason: e.reason } : {}),
+      });
+      if (history.length > HISTORY) history.splice(0, history.length - HISTORY);
+      agent.event("state", {
+        from: prev?.state,
+        to: e.state,
+        registrar: e.registrar,
+        primary: e.primary,
+        reason: e.reason,
+      });
+      const up = (s?: string) => s === "registered" || s === "limited";
+      if (up(e.state) && up(prev?.state) && e.registrar !== prev?.registrar && e.primary !== undefined)
+        agent.event(e.primary ? "failback" : "failover", { from: prev?.registrar, to: e.registrar });
+      else if (up(e.state) && e.primary === false && !up(prev?.state))
+        agent.event("failover", { to: e.registrar });
+      if (prev?.state === "signing-in")
+        agent.event("sign-in", {
+          result: e.state === "provisioned" ? "ok" : "failed",
+          ...(e.state !== "provisioned" && e.reason ? { code: e.reason } : {}),
+        });
+      agent.stateChanged();
+      agent.idleChanged();
+      refreshDiagnostics();
+    },
+    onCertificate(e) {
+      agent.event("certificate", { type: e.type });
+      refreshDiagnostics();
+    },
+    status: () => status,
+    stop: (so) => agent.stop(so),
+  };
+}
