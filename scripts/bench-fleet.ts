@@ -37,6 +37,7 @@ import {
   MOSQUITTO_SUB,
   type Mosquitto,
   type MosquittoUser,
+  siteAcl,
   startMosquitto,
 } from "../test/support/mosquitto.ts";
 
@@ -51,19 +52,7 @@ const SITE = "load";
 /** Fds this process needs besides one per phone: node itself, the broker's pipes, subscribers. */
 const FD_MARGIN = 200;
 
-/** The site ACL of the README: each phone its own topics, the operator everything. */
-const ACL = [
-  `pattern write ${FLEET_PREFIX}/%u/state`,
-  `pattern write ${FLEET_PREFIX}/%u/event`,
-  `pattern write ${FLEET_PREFIX}/%u/config/reported`,
-  `pattern read ${FLEET_PREFIX}/%u/cmd/#`,
-  `pattern read ${FLEET_PREFIX}/%u/config/desired`,
-  `topic read ${FLEET_PREFIX}/org/config/desired`,
-  `topic read ${FLEET_PREFIX}/site/+/config/desired`,
-  "",
-  "user operator",
-  `topic readwrite ${FLEET_PREFIX}/#`,
-];
+const ACL = siteAcl(FLEET_PREFIX);
 
 /**
  * Connections and notices logged, not every packet (log_type none resets the helper's "all");

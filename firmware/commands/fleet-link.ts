@@ -286,7 +286,7 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
       refreshDiagnostics();
     },
     onCertificate(e) {
-      agent.event("certificate", { type: e.type });
+      agent.event("certificate", { lifecycle: e.type });
       refreshDiagnostics();
     },
     status: () => status,

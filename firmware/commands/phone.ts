@@ -4,6 +4,7 @@
  * (--json prints them one per line). The development demo (test/dev/) drives the same runPhone.
  */
 import { readFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { createPiBoardFromEnvironment } from "../../board/pi/pi-board.ts";
 import {
   attachTerminalView,
@@ -30,6 +31,7 @@ import { atLeast, RecentLog } from "../telemetry/recent-log.ts";
 import { type ArgSpec, type CommandSpec, parseFlags, required, seconds, VERBOSE_FLAG } from "./args.ts";
 import { loadConfigFile } from "./config.ts";
 import { type FleetLink, type FleetOverlay, loadFleetOverlay, startFleetLink } from "./fleet-link.ts";
+import { openStore } from "./identity.ts";
 import { checkStoreDir, InputError, readTrustFile } from "./input-files.ts";
 import { logEventSink, logSink, type Output } from "./output.ts";
 import { type PhoneNetworkConfig, VERSION } from "./phone-services.ts";
@@ -125,6 +127,20 @@ export function phoneLogging(out: Output, o: { verbose: boolean; level?: LogLeve
   };
 }
 
+/** The device id in flash (a damaged store: the host's name, until a sign-in writes a new record). */
+async function flashDeviceId(storeDir: string, logger: Logger): Promise<string> {
+  try {
+    return (await openStore(storeDir, new CryptoRandom()).loadOrCreate()).deviceId;
+  } catch (err) {
+    logger.warn("no device id in flash; the fleet uses the host name", { code: (err as HandsetError).code });
+    return (
+      hostname()
+        .replace(/[^A-Za-z0-9._-]/g, "-")
+        .slice(0, 64) || "handset"
+    );
+  }
+}
+
 /** The fleet connection of a phone run: settings without the device id when flash names it. */
 export interface PhoneFleet {
   settings: Omit<FleetSettings, "deviceId"> & { deviceId?: string };
@@ -213,6 +229,9 @@ export async function runPhone(
   const onCertificate = (e: { type: string }) => link?.onCertificate(e);
   const fleet = extras.fleet;
   const overlay = fleet ? await loadFleetOverlay(config.storeDir, logger) : { values: {} };
+  // The fleet's name for the phone: the device id in flash, created now on a first boot (before
+  // the phone core opens the store, so that only one of them ever creates the record).
+  const deviceId = fleet ? (fleet.settings.deviceId ?? (await flashDeviceId(config.storeDir, logger))) : "";
   let running: RunningPhone | undefined = await startPhone({
     config: withFleetOverlay(config, overlay),
     board,
@@ -244,8 +263,6 @@ export async function runPhone(
   };
   if (fleet) {
     const first = running;
-    const deviceId =
-      fleet.settings.deviceId ?? (await first.services.diagnostics()).device?.deviceId ?? "unknown";
     link = await startFleetLink({
       settings: { ...fleet.settings, deviceId },
       storeDir: config.storeDir,

@@ -32,6 +32,7 @@ import {
   type Mosquitto,
   mosquittoSub,
   needMosquitto,
+  siteAcl,
   startMosquitto,
 } from "../support/mosquitto.ts";
 
@@ -49,19 +50,7 @@ const USERS = {
 };
 type User = keyof typeof USERS;
 
-/** The ACL of the README: a phone its own topics (and replies), the operator all of PREFIX/. */
-const ACL = [
-  `pattern write ${P}/%u/state`,
-  `pattern write ${P}/%u/event`,
-  `pattern write ${P}/%u/config/reported`,
-  `pattern read ${P}/%u/cmd/#`,
-  `pattern read ${P}/%u/config/desired`,
-  `pattern read ${P}/org/config/desired`,
-  `pattern read ${P}/site/+/config/desired`,
-  `pattern write ${P}/_fleet/+/reply`,
-  "user operator",
-  `topic readwrite ${P}/#`,
-];
+const ACL = siteAcl(P);
 
 let broker: Mosquitto | undefined;
 let dir = "";

@@ -24,6 +24,7 @@ import {
   type Mosquitto,
   mosquittoRr,
   mosquittoSub,
+  siteAcl,
   startMosquitto,
 } from "../support/mosquitto.ts";
 
@@ -32,21 +33,7 @@ const PREFIX = "handset/v1";
 const DEVICE = "phone-a";
 const KEEPALIVE_S = 5;
 
-/** The ACL of a site (README "Fleet over MQTT"): each phone its own topics, the operator all. */
-const ACL = [
-  `pattern write ${PREFIX}/%u/state`,
-  `pattern write ${PREFIX}/%u/event`,
-  `pattern write ${PREFIX}/%u/config/reported`,
-  `pattern read ${PREFIX}/%u/cmd/#`,
-  `pattern read ${PREFIX}/%u/config/desired`,
-  // `pattern`, not `topic`: topic lines before any `user` line are for anonymous clients only.
-  `pattern read ${PREFIX}/org/config/desired`,
-  `pattern read ${PREFIX}/site/+/config/desired`,
-  `pattern write ${PREFIX}/_fleet/+/reply`,
-  "",
-  "user operator",
-  `topic readwrite ${PREFIX}/#`,
-];
+const ACL = siteAcl(PREFIX);
 
 interface Phone {
   child: ChildProcess;
@@ -400,6 +387,12 @@ describe.skipIf(!hasMosquitto && !CI)(
       const replies = await request(operator, "phone-b", "ping", {}, { timeoutMs: 3_000 });
       expect(replies).toHaveLength(0);
       expect(seen.filter((m) => m.topic.includes("/_fleet/")).length).toBe(before);
+    });
+
+    it("README's ACL is the one these tests run", async () => {
+      const readme = await readFile(join(import.meta.dirname, "../../README.md"), "utf8");
+      const block = readme.split("\n");
+      for (const line of siteAcl("handset/v1").filter(Boolean)) expect(block).toContain(line);
     });
 
     it("no PIN, MQTT password, private key or web ticket in anything the broker carried", async () => {

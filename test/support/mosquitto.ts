@@ -114,6 +114,29 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * The site ACL README.md shows ("Fleet over MQTT"; a test keeps the two the same): a phone (user
+ * name = device id) writes only its own state, events and reports, reads only its own commands
+ * and desired configuration (and the organisation's and sites'), and may answer on a fleet reply
+ * topic; the operator may do everything under the prefix. `pattern`, not `topic`, for lines that
+ * hold for every user: `topic` lines before any `user` line apply to anonymous clients only.
+ */
+export function siteAcl(prefix = "handset/v1", operator = "operator"): string[] {
+  return [
+    `pattern write ${prefix}/%u/state`,
+    `pattern write ${prefix}/%u/event`,
+    `pattern write ${prefix}/%u/config/reported`,
+    `pattern read ${prefix}/%u/cmd/#`,
+    `pattern read ${prefix}/%u/config/desired`,
+    `pattern read ${prefix}/org/config/desired`,
+    `pattern read ${prefix}/site/+/config/desired`,
+    `pattern write ${prefix}/_fleet/+/reply`,
+    "",
+    `user ${operator}`,
+    `topic readwrite ${prefix}/#`,
+  ];
+}
+
 /** A loopback port nothing listens on at this moment. */
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -465,7 +488,11 @@ export function mosquittoSub(
     done,
     stop: () => {
       if (!exited) child.kill("SIGTERM");
-      return done;
+      // A client stuck mid-connect has been seen to ignore SIGTERM: never let a test hang on it.
+      const hard = setTimeout(() => {
+        if (!exited) child.kill("SIGKILL");
+      }, 3_000);
+      return done.finally(() => clearTimeout(hard));
     },
   };
 }
