@@ -23,7 +23,13 @@ import { hexToken, type Random } from "../core/random.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { createMqttPort } from "../platform/mqtt-connection.ts";
 import { SystemClock } from "../platform/system-clock.ts";
-import type { MqttConnection, MqttIncoming, MqttPort, MqttPublishOptions } from "../telemetry/mqtt-port.ts";
+import type {
+  MqttConnection,
+  MqttCredentials,
+  MqttIncoming,
+  MqttPort,
+  MqttPublishOptions,
+} from "../telemetry/mqtt-port.ts";
 import { PAYLOAD_VERSION } from "../telemetry/payloads.ts";
 import { type FleetTopics, fleetTopics } from "../telemetry/topics.ts";
 import { type CommandSpec, parseFlags, seconds, VERBOSE_FLAG, wholeNumber } from "./args.ts";
@@ -168,14 +174,7 @@ const COMMAND_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 // ---------------------------------------------------------------------------------------------
 // Connecting
 
-interface Auth {
-  username?: string;
-  password?: string;
-  ca?: string[];
-  cert?: string;
-  key?: string;
-  servername?: string;
-}
+type Auth = MqttCredentials;
 
 function brokerUrl(f: Flags): string {
   const url = typeof f["broker"] === "string" ? f["broker"] : undefined;

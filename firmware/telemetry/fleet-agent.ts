@@ -29,6 +29,7 @@ import { type ConfigMode, DesiredConfig } from "./desired-config.ts";
 import type {
   MqttConnection,
   MqttConnectOptions,
+  MqttCredentials,
   MqttIncoming,
   MqttPort,
   MqttPublishOptions,
@@ -49,17 +50,11 @@ import { type FleetTopics, fleetTopics, isFleetTopic, parseTopic } from "./topic
 
 export type { DeviceState } from "./payloads.ts";
 
-export interface FleetSettings {
+export interface FleetSettings extends MqttCredentials {
   brokers: string[];
   prefix: string;
   deviceId: string;
   site?: string;
-  username?: string;
-  password?: string;
-  ca?: string[];
-  cert?: string;
-  key?: string;
-  servername?: string;
   keepaliveS: number;
   commands: readonly string[];
   outboxSize: number;

@@ -14,14 +14,8 @@ export interface MqttWill {
   retain: boolean;
 }
 
-export interface MqttConnectOptions {
-  /** mqtt://host:port or mqtts://host:port (one member of the broker list). */
-  url: string;
-  clientId: string;
-  /** Seconds; sent in CONNECT; the edge pings through `timer`, the agent watches the replies. */
-  keepaliveS: number;
-  /** Give up on a CONNECT without CONNACK after this long. */
-  connectTimeoutMs: number;
+/** How a client proves itself to a broker and checks the broker (one shape for phone and CLI). */
+export interface MqttCredentials {
   username?: string;
   password?: string;
   /** PEM texts: the CA(s) the broker's certificate must chain to (mqtts only). */
@@ -31,6 +25,16 @@ export interface MqttConnectOptions {
   key?: string;
   /** The broker's name for certificate checks when the URL holds an address. */
   servername?: string;
+}
+
+export interface MqttConnectOptions extends MqttCredentials {
+  /** mqtt://host:port or mqtts://host:port (one member of the broker list). */
+  url: string;
+  clientId: string;
+  /** Seconds; sent in CONNECT; the edge pings through `timer`, the agent watches the replies. */
+  keepaliveS: number;
+  /** Give up on a CONNECT without CONNACK after this long. */
+  connectTimeoutMs: number;
   will: MqttWill;
   /** MQTT v5 session expiry; 0 = the session ends with the connection. */
   sessionExpiryS: number;

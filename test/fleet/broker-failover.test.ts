@@ -15,13 +15,10 @@ import { join } from "node:path";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type FleetLink, startFleetLink } from "../../firmware/commands/fleet-link.ts";
-import type { Clock, ManualClock } from "../../firmware/core/clock.ts";
 import { createLogger, type LogRecord } from "../../firmware/core/logger.ts";
 import { SeededRandom } from "../../firmware/core/random.ts";
-import { createMqttPort } from "../../firmware/platform/mqtt-connection.ts";
 import { diagnostics } from "../../firmware/telemetry/diagnostics.ts";
 import type { FleetSettings, FleetStatus } from "../../firmware/telemetry/fleet-agent.ts";
-import type { MqttPort } from "../../firmware/telemetry/mqtt-port.ts";
 import { rig } from "../phone/fakes.ts";
 import {
   hasMosquitto,
@@ -30,6 +27,7 @@ import {
   siteAcl,
   startMosquitto,
 } from "../support/mosquitto.ts";
+import { type Busy, drive, waitReal, watchedPort } from "./sim-wire.ts";
 
 const CI = process.env.CI === "true";
 const PREFIX = "handset/v1";
@@ -41,121 +39,6 @@ const KEEPALIVE_S = 10;
 const WITHIN_MS = 30_000;
 
 const ACL = siteAcl(PREFIX);
-
-const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitReal(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realSleep(5);
-  }
-}
-
-/**
- * The real MQTT edge, watched, so simulated time never runs ahead of the wire: a CONNECT without
- * its CONNACK, a publish or subscribe without its ack, a PINGREQ without its PINGRESP. MQTT.js's
- * keep-alive sends PINGREQ on the second tick of the timer the agent hands it and re-arms that
- * timer on every ack (a clear() and a fresh set()), so a timer that has ticked twice marks a
- * PINGREQ in flight. Every connection attempt is recorded with its simulated time.
- */
-function watchedPort(clock: Clock, real: MqttPort = createMqttPort()) {
-  let connecting = 0;
-  let pending = 0;
-  const ticks = new Map<number, number>();
-  const attempts: Array<{ url: string; at: number }> = [];
-  const acked: Array<{ topic: string; payload: string; url: string }> = [];
-  const port: MqttPort = {
-    async connect(o) {
-      attempts.push({ url: o.url, at: clock.monotonic() });
-      connecting++;
-      const timer = {
-        set(fn: () => void, ms: number): number {
-          const id = o.timer.set(() => {
-            ticks.set(id, (ticks.get(id) ?? 0) + 1);
-            fn();
-          }, ms);
-          ticks.set(id, 0);
-          return id;
-        },
-        clear(id: number): void {
-          ticks.delete(id);
-          o.timer.clear(id);
-        },
-      };
-      try {
-        const c = await real.connect({ ...o, timer });
-        const track = <T>(p: Promise<T>): Promise<T> => {
-          pending++;
-          const done = () => {
-            pending--;
-          };
-          p.then(done, done);
-          return p;
-        };
-        return {
-          publish: (topic, payload, po) =>
-            track(c.publish(topic, payload, po)).then(() => {
-              acked.push({ topic, payload, url: o.url });
-            }),
-          subscribe: (filters, qos) => track(c.subscribe(filters, qos)),
-          onMessage: (h) => c.onMessage(h),
-          onPacket: (h) => c.onPacket(h),
-          onClose: (h) => c.onClose(h),
-          close: (force) => c.close(force),
-        };
-      } finally {
-        connecting--;
-      }
-    },
-  };
-  return {
-    port,
-    attempts,
-    acked,
-    /** What is on the wire now ("connect", "ack", "pingresp"), or undefined. */
-    busy: (): string | undefined =>
-      connecting > 0
-        ? "connect"
-        : pending > 0
-          ? "ack"
-          : [...ticks.values()].some((n) => n === 2)
-            ? "pingresp"
-            : undefined,
-  };
-}
-
-/** What of the phone's is still on the wire (a short name), or undefined when nothing is. */
-type Busy = () => string | undefined;
-
-/** At least one turn of the event loop, then until nothing is in flight (2 s at most); what is left. */
-async function quiet(busy: Busy): Promise<string | undefined> {
-  await new Promise<void>((r) => setImmediate(r));
-  const deadline = Date.now() + 2_000;
-  while (busy() && Date.now() < deadline) await realSleep(1);
-  return busy();
-}
-
-/** Moves the clock up to `ms` in ≤ 500 ms steps, real I/O settled between; true once `until` holds. */
-async function drive(clock: ManualClock, busy: Busy, ms: number, until?: () => boolean): Promise<boolean> {
-  const end = clock.monotonic() + ms;
-  const realDeadline = Date.now() + 25_000;
-  let stuck = 0;
-  for (;;) {
-    if (until?.()) return true;
-    const left = end - clock.monotonic();
-    if (left <= 0) return until === undefined;
-    clock.advance(Math.min(500, left, clock.nextTimerIn() ?? Number.POSITIVE_INFINITY));
-    stuck = (await quiet(busy)) === undefined ? 0 : stuck + 1;
-    // Loopback answers in milliseconds: an exchange pending for three steps of 2 s is a fault,
-    // said at once instead of a test timing out somewhere later.
-    if (stuck >= 3) throw new Error(`real I/O stuck (${busy()}) at t=${clock.monotonic()} ms`);
-    if (Date.now() > realDeadline)
-      throw new Error(
-        `25 s of real time for ${ms} ms simulated, at t=${clock.monotonic()} ms (busy: ${busy()})`,
-      );
-  }
-}
 
 let checks = 0;
 
@@ -286,7 +169,9 @@ describe.skipIf(!hasMosquitto && !CI)(
       // Connected to the first member, registered state retained there, and pings answered on the
       // simulated clock for longer than the keep-alive (a stable connection).
       expect(
-        await drive(phone.clock, busy, 10_000, () => connectedTo(a)() && lastBirth(a.url) !== undefined),
+        await drive(phone.clock, busy, 10_000, {
+          until: () => connectedTo(a)() && lastBirth(a.url) !== undefined,
+        }),
       ).toBe(true);
       expect(await drive(phone.clock, busy, 2 * KEEPALIVE_S * 1000)).toBe(true);
       expect(connectedTo(a)()).toBe(true);
@@ -303,7 +188,7 @@ describe.skipIf(!hasMosquitto && !CI)(
       const markB = b.logMark();
       await a.kill();
       await waitReal("the agent to notice", () => !connectedTo(a)());
-      const moved = await drive(phone.clock, busy, WITHIN_MS, connectedTo(b));
+      const moved = await drive(phone.clock, busy, WITHIN_MS, { until: connectedTo(b) });
       expect(moved, `not on the second broker: ${JSON.stringify(statuses.slice(-3))}`).toBe(true);
       const tookMs = phone.clock.monotonic() - t0;
       expect(tookMs).toBeLessThanOrEqual(WITHIN_MS);
@@ -339,7 +224,7 @@ describe.skipIf(!hasMosquitto && !CI)(
       const markA = a.logMark();
       await b.kill();
       await waitReal("the agent to notice", () => !connectedTo(b)());
-      const moved = await drive(phone.clock, busy, WITHIN_MS, connectedTo(a));
+      const moved = await drive(phone.clock, busy, WITHIN_MS, { until: connectedTo(a) });
       expect(moved, `not back on the first broker: ${JSON.stringify(statuses.slice(-3))}`).toBe(true);
       const tookMs = phone.clock.monotonic() - t0;
       expect(tookMs).toBeLessThanOrEqual(WITHIN_MS);
@@ -377,7 +262,9 @@ describe.skipIf(!hasMosquitto && !CI)(
 
       await Promise.all([a.restart(), b.restart()]);
       const t0 = phone.clock.monotonic();
-      const back = await drive(phone.clock, busy, 61_000, () => link.status()?.state === "connected");
+      const back = await drive(phone.clock, busy, 61_000, {
+        until: () => link.status()?.state === "connected",
+      });
       expect(back, `not reconnected: ${JSON.stringify(statuses.slice(-3))}`).toBe(true);
       expect(phone.clock.monotonic() - t0).toBeLessThanOrEqual(60_000);
       expect(logs.filter((l) => l.level === "error")).toEqual([]);

@@ -20,15 +20,12 @@ import { type AddressInfo, createServer, connect as netConnect, type Server, typ
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { type FleetLink, OUTBOX_FILE, startFleetLink } from "../../firmware/commands/fleet-link.ts";
-import type { Clock, ManualClock } from "../../firmware/core/clock.ts";
 import { createLogger, type LogRecord } from "../../firmware/core/logger.ts";
 import { SeededRandom } from "../../firmware/core/random.ts";
 import { Phone, type PhoneEvent } from "../../firmware/phone/phone.ts";
 import type { PhoneServices } from "../../firmware/phone/services.ts";
-import { createMqttPort } from "../../firmware/platform/mqtt-connection.ts";
 import type { Diagnostics } from "../../firmware/telemetry/diagnostics.ts";
 import type { FleetSettings, FleetStatus } from "../../firmware/telemetry/fleet-agent.ts";
-import type { MqttPort } from "../../firmware/telemetry/mqtt-port.ts";
 import type { OutboxSnapshot } from "../../firmware/telemetry/outbox.ts";
 import { type Lab, startLab } from "../lab/lab.ts";
 import { FakeDisplay, FakeHook, FakeIndicators, FakeKeys } from "../phone/fakes.ts";
@@ -42,6 +39,7 @@ import {
   siteAcl,
   startMosquitto,
 } from "../support/mosquitto.ts";
+import { type Busy, drive, realSleep, waitReal, watchedPort } from "./sim-wire.ts";
 
 const CI = process.env.CI === "true";
 const PREFIX = "handset/v1";
@@ -56,133 +54,9 @@ const EXPIRES_S = 120;
 
 const ACL = siteAcl(PREFIX);
 
-const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Waits in real time (no simulated time passes) for a condition. */
-async function waitReal(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realSleep(5);
-  }
-}
-
-/**
- * The real MQTT edge, watched, so simulated time never runs ahead of the wire: a CONNECT without
- * its CONNACK, a publish or subscribe without its ack, a PINGREQ without its PINGRESP. MQTT.js's
- * keep-alive sends PINGREQ on the second tick of the timer the agent hands it and re-arms that
- * timer on every ack (a clear() and a fresh set()), so a timer that has ticked twice marks a
- * PINGREQ in flight. Every connection attempt is recorded with its simulated time.
- */
-function watchedPort(clock: Clock, real: MqttPort = createMqttPort()) {
-  let connecting = 0;
-  let pending = 0;
-  const ticks = new Map<number, number>();
-  const attempts: Array<{ url: string; at: number }> = [];
-  /** Every publish the broker acknowledged, in order. */
-  const acked: Array<{ topic: string; payload: string }> = [];
-  const port: MqttPort = {
-    async connect(o) {
-      attempts.push({ url: o.url, at: clock.monotonic() });
-      connecting++;
-      const timer = {
-        set(fn: () => void, ms: number): number {
-          const id = o.timer.set(() => {
-            ticks.set(id, (ticks.get(id) ?? 0) + 1);
-            fn();
-          }, ms);
-          ticks.set(id, 0);
-          return id;
-        },
-        clear(id: number): void {
-          ticks.delete(id);
-          o.timer.clear(id);
-        },
-      };
-      try {
-        const c = await real.connect({ ...o, timer });
-        const track = <T>(p: Promise<T>): Promise<T> => {
-          pending++;
-          const done = () => {
-            pending--;
-          };
-          p.then(done, done);
-          return p;
-        };
-        return {
-          publish: (topic, payload, po) =>
-            track(c.publish(topic, payload, po)).then(() => {
-              acked.push({ topic, payload });
-            }),
-          subscribe: (filters, qos) => track(c.subscribe(filters, qos)),
-          onMessage: (h) => c.onMessage(h),
-          onPacket: (h) => c.onPacket(h),
-          onClose: (h) => c.onClose(h),
-          close: (force) => c.close(force),
-        };
-      } finally {
-        connecting--;
-      }
-    },
-  };
-  return {
-    port,
-    attempts,
-    acked,
-    /** The seqs of the events the broker has acknowledged. */
-    ackedSeqs: () =>
-      acked.filter((a) => a.topic === EVENT_TOPIC).map((a) => (JSON.parse(a.payload) as EventPayload).seq),
-    /** What is on the wire now ("connect", "ack", "pingresp"), or undefined. */
-    busy: (): string | undefined =>
-      connecting > 0
-        ? "connect"
-        : pending > 0
-          ? "ack"
-          : [...ticks.values()].some((n) => n === 2)
-            ? "pingresp"
-            : undefined,
-  };
-}
-
-/** What of the phone's is still on the wire (a short name), or undefined when nothing is. */
-type Busy = () => string | undefined;
-
-/** At least one turn of the event loop, then until nothing is in flight (2 s at most); what is left. */
-async function quiet(busy: Busy): Promise<string | undefined> {
-  await new Promise<void>((r) => setImmediate(r));
-  const deadline = Date.now() + 2_000;
-  while (busy() && Date.now() < deadline) await realSleep(1);
-  return busy();
-}
-
-/**
- * Moves the clock up to `ms` in steps of at most `stepMs`, stopping at every timer's deadline,
- * with real I/O settled between steps; returns early (true) once `until` holds.
- */
-async function drive(
-  clock: ManualClock,
-  busy: Busy,
-  ms: number,
-  o: { stepMs?: number; until?: () => boolean } = {},
-): Promise<boolean> {
-  const end = clock.monotonic() + ms;
-  const realDeadline = Date.now() + 25_000;
-  let stuck = 0;
-  for (;;) {
-    if (o.until?.()) return true;
-    const left = end - clock.monotonic();
-    if (left <= 0) return o.until === undefined;
-    clock.advance(Math.min(o.stepMs ?? 500, left, clock.nextTimerIn() ?? Number.POSITIVE_INFINITY));
-    stuck = (await quiet(busy)) === undefined ? 0 : stuck + 1;
-    // Loopback answers in milliseconds: an exchange pending for three steps of 2 s is a fault,
-    // said at once instead of a test timing out somewhere later.
-    if (stuck >= 3) throw new Error(`real I/O stuck (${busy()}) at t=${clock.monotonic()} ms`);
-    if (Date.now() > realDeadline)
-      throw new Error(
-        `25 s of real time for ${ms} ms simulated, at t=${clock.monotonic()} ms (busy: ${busy()})`,
-      );
-  }
-}
+/** The seqs of the events the broker has acknowledged (on the watched port). */
+const ackedSeqs = (w: ReturnType<typeof watchedPort>) =>
+  w.acked.filter((a) => a.topic === EVENT_TOPIC).map((a) => (JSON.parse(a.payload) as EventPayload).seq);
 
 /**
  * A TCP relay in front of the broker that can swallow everything the broker sends: the way to
@@ -485,7 +359,7 @@ describe.skipIf(!hasMosquitto && !CI)(
       nodes.push(n);
       const delivered = await drive(n.rig.clock, n.busy, 30_000, {
         until: () =>
-          n.link.status()?.state === "connected" && n.watch.ackedSeqs().length === n.queued().length,
+          n.link.status()?.state === "connected" && ackedSeqs(n.watch).length === n.queued().length,
       });
       expect(delivered, `boot events not delivered: ${JSON.stringify(n.link.status())}`).toBe(true);
       await waitReal(
@@ -510,7 +384,7 @@ describe.skipIf(!hasMosquitto && !CI)(
       subs.push(sub);
       const t0 = n.rig.clock.monotonic();
       const delivered = await drive(n.rig.clock, n.busy, 120_000, {
-        until: () => n.watch.ackedSeqs().includes(total),
+        until: () => ackedSeqs(n.watch).includes(total),
       });
       expect(delivered, `backlog not delivered: ${JSON.stringify(n.fleet.slice(-3))}`).toBe(true);
       const backoffCapMs = 60_000;
@@ -555,7 +429,7 @@ describe.skipIf(!hasMosquitto && !CI)(
       const before = eventsOf(parseLines(sub1.lines()));
       const inFlight = before.at(-1)!;
       expect(inFlight.event).toMatchObject({ type: "certificate", lifecycle: "renewed" });
-      expect(n.watch.ackedSeqs()).not.toContain(inFlight.event.seq);
+      expect(ackedSeqs(n.watch)).not.toContain(inFlight.event.seq);
 
       // ── the broker goes away ──
       await b.stop();
