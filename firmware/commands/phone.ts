@@ -368,6 +368,12 @@ async function fleetFromConfig(
       ).inFile(path);
     }
   };
+  const id = file["mqtt.deviceId"];
+  if (id === "org" || id === "site")
+    throw new ConfigError(
+      "mqtt.deviceId",
+      `"${id}" is reserved (PREFIX/${id}/… holds shared desired configuration)`,
+    ).inFile(path);
   const caFile = file["mqtt.ca"];
   let slot: string | undefined;
   try {
