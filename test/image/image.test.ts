@@ -312,8 +312,11 @@ describe.skipIf(reason !== undefined).sequential("the flashable image", () => {
         await boot.exited; // the health check's plain reboot
         boot = await on();
         expect([boot.partition, boot.tryboot]).toEqual([3, false]);
+        // systemctl restart returns at READY=1 of the new process: a Node start under TCG, which
+        // took more than the shell's default minute on a loaded machine.
         await boot.shell(
           "mv /var/lib/handset/config/phone.good /var/lib/handset/config/phone.json && systemctl restart handset",
+          5 * MIN,
         );
         await boot.waitForEvent(isState("registered"), 5 * MIN, 0);
       } finally {
