@@ -218,11 +218,25 @@ export function bundleOptions() {
     minify: false,
     sourcemap: false,
     legalComments: "eof",
-    charset: "utf8",
+    // ASCII output (esbuild escapes every non-ASCII character of strings, regexes and names) and
+    // oneByteSource() for the comments esbuild keeps: V8 holds a source with any character above
+    // U+00FF as two bytes per character, 2.4 MB more of the service's memory for handset.mjs.
+    charset: "ascii",
     metafile: true,
     write: false,
     logLevel: "warning",
   };
+}
+
+/**
+ * The bundle's text with the non-ASCII characters left in comments written as \\u{…} (they are
+ * the only ones: esbuild's ASCII charset escapes the rest, and an escape cannot be written in a
+ * comment). Comment text only: the code is unchanged, and a license notice keeps its characters
+ * readable. Without it a single "—" in a kept comment makes V8 store all of handset.mjs two bytes
+ * per character.
+ */
+export function oneByteSource(code) {
+  return code.replace(/[^\x00-\x7f]/gu, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
 }
 
 async function bundleJs() {
@@ -235,7 +249,7 @@ async function bundleJs() {
     /(^|\/)(test\/|node_modules\/(tsx|vitest|esbuild|@vitest|vite)\/)/.test(p),
   );
   if (bad.length > 0) throw new BuildError(`the bundle would contain ${bad.join(", ")}`);
-  return { code: Buffer.from(code), metafile: r.metafile };
+  return { code: Buffer.from(oneByteSource(Buffer.from(code).toString("utf8"))), metafile: r.metafile };
 }
 
 // ── node_modules: the externals' closure ──────────────────────────────────────────────────────

@@ -32,7 +32,7 @@ import { Emitter } from "../core/emitter.ts";
 import { HandsetError } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
-import { isCertificateRefusal } from "../provisioning/cert-auth-ticket.ts";
+import { isCertificateRefusal } from "../provisioning/errors.ts";
 
 export const DAY_MS = 86_400_000;
 /** Renew no later than this long before notAfter. */

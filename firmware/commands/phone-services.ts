@@ -16,8 +16,7 @@ import type { DiscoveryResult, PhoneServices, RegistrationStatus } from "../phon
 import { createDnsResolver } from "../platform/dns-resolver.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
-import { renewCertificate } from "../provisioning/renewal.ts";
-import { PinTicketCache, signIn } from "../provisioning/resumable-sign-in.ts";
+import { PinTicketCache } from "../provisioning/ticket-cache.ts";
 import type { FlowConnector } from "../sip/flow.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import {
@@ -30,6 +29,17 @@ import { type Diagnostics, diagnostics, diagnosticsRows } from "../telemetry/dia
 import { informOverUdp, sntpOverUdp } from "./discover.ts";
 import { signInDeps } from "./identity.ts";
 import { factoryResetStore } from "./store.ts";
+
+/**
+ * Sign-in and renewal (XML, WS-Security signing, node-forge for the CSR) are loaded when first
+ * needed: a registered phone runs for months without them, and loading them at boot costs
+ * several MB of the service's memory (issue 10's RSS goal). esbuild keeps them in handset.mjs but
+ * runs their module code only on this first import.
+ */
+const provisioning = {
+  signIn: async () => (await import("../provisioning/resumable-sign-in.ts")).signIn,
+  renew: async () => (await import("../provisioning/renewal.ts")).renewCertificate,
+};
 
 export interface PhoneNetworkConfig {
   dhcp?: { interface?: string; server?: { host: string; port: number } };
@@ -210,6 +220,7 @@ export function createPhoneServices(o: {
       if (!certProvUrl)
         throw new HandsetError("discovery-failed", "No certificate provisioning service known");
       const deps = { ...signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), ticketCache };
+      const signIn = await provisioning.signIn();
       const result = await signIn(deps, {
         certProvUrl,
         extension: req.extension,
@@ -355,6 +366,7 @@ export function createPhoneServices(o: {
             const certProvUrl = record?.certProvUrl ?? d.certProvUrl;
             if (!certProvUrl)
               throw new HandsetError("discovery-failed", "No certificate provisioning service known");
+            const renewCertificate = await provisioning.renew();
             record = await renewCertificate(
               signInDeps({ store, ca: o.trustedRoots, random, clock, logger }),
               {
@@ -415,6 +427,7 @@ export function createPhoneServices(o: {
       const certProvUrl = rec.certProvUrl ?? discovered?.certProvUrl;
       if (!certProvUrl)
         throw new HandsetError("discovery-failed", "No certificate provisioning service known");
+      const renewCertificate = await provisioning.renew();
       record = await renewCertificate(signInDeps({ store, ca: o.trustedRoots, random, clock, logger }), {
         certProvUrl,
       });

@@ -6,7 +6,6 @@
 import { HandsetError } from "../core/errors.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
-import { signIn } from "../provisioning/resumable-sign-in.ts";
 import {
   type CommandSpec,
   PIN_FLAGS,
@@ -51,6 +50,8 @@ export async function provisionCommand(argv: string[], out: Output): Promise<num
   const logger = logSink(out, f["verbose"] === true);
   const store = openStore(storeDir, random);
   out.event({ event: "state", state: "signing-in", extension });
+  // Loaded here, not at the top: handset.mjs is every command, and the others (run) must not pay for it.
+  const { signIn } = await import("../provisioning/resumable-sign-in.ts");
   const result = await signIn(signInDeps({ store, ca: [ca], random, clock, logger }), {
     certProvUrl,
     extension,

@@ -12,7 +12,6 @@ import { CryptoRandom } from "../platform/crypto-random.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
-import { signIn } from "../provisioning/resumable-sign-in.ts";
 import { parseUri, type SipUri } from "../sip/grammar/uri.ts";
 import type { EndpointIdentity } from "../sip/registration/register-request.ts";
 import {
@@ -316,6 +315,8 @@ export async function registerCommand(argv: string[], out: Output): Promise<numb
     out.event({ event: "state", state: "sign-in-required", certProv: err.stsUri });
     out.event({ event: "state", state: "signing-in" });
     const deps = signInDeps({ store, ca: [ca], random, clock: new SystemClock(), logger });
+    // Loaded here, not at the top: handset.mjs is every command, and the others (run) must not pay for it.
+    const { signIn } = await import("../provisioning/resumable-sign-in.ts");
     await signIn(deps, {
       certProvUrl: err.stsUri,
       extension: f["extension"],

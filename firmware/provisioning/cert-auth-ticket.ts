@@ -34,7 +34,15 @@ import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import { describeFailure, type FailureReport } from "./diagnostics.ts";
-import { ProvisioningError, type ProvisioningErrorDetails } from "./errors.ts";
+import {
+  CertificateRefusedError,
+  isCertificateRefusal,
+  ProvisioningError,
+  type ProvisioningErrorDetails,
+} from "./errors.ts";
+
+export { CertificateRefusedError, isCertificateRefusal };
+
 import type { HttpClient } from "./http.ts";
 import {
   type CertProvMetadata,
@@ -75,20 +83,6 @@ export interface CertTicketOptions {
 }
 
 /** The cert port refused the certificate itself (revoked, unpublished, expired, untrusted). */
-export class CertificateRefusedError extends ProvisioningError {}
-
-/**
- * True when the server refused the phone's certificate as a credential: code
- * "certificate-revoked", or a "ticket-rejected" that came from the certificate port. Renewing
- * with that certificate cannot succeed any more; the phone needs a PIN sign-in.
- */
-export function isCertificateRefusal(err: unknown): boolean {
-  return (
-    (err instanceof ProvisioningError && err.code === "certificate-revoked") ||
-    err instanceof CertificateRefusedError
-  );
-}
-
 function isoSeconds(ms: number): string {
   return `${new Date(ms).toISOString().slice(0, 19)}Z`;
 }

@@ -71,3 +71,22 @@ export class ProvisioningError extends HandsetError {
     if (details.status !== undefined) this.status = details.status;
   }
 }
+
+/**
+ * The certificate port refused the phone's certificate as a credential (a "ticket-rejected" that
+ * came from there). Lives here, not in cert-auth-ticket.ts, so that the certificate lifecycle of a
+ * registered phone can tell a refusal without loading the XML and signing code.
+ */
+export class CertificateRefusedError extends ProvisioningError {}
+
+/**
+ * True when the server refused the phone's certificate as a credential: code
+ * "certificate-revoked", or a "ticket-rejected" that came from the certificate port. Renewing
+ * with that certificate cannot succeed any more; the phone needs a PIN sign-in.
+ */
+export function isCertificateRefusal(err: unknown): boolean {
+  return (
+    (err instanceof ProvisioningError && err.code === "certificate-revoked") ||
+    err instanceof CertificateRefusedError
+  );
+}

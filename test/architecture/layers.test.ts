@@ -59,6 +59,8 @@ const RANKS: Array<[string, number]> = [
   ["firmware/config/", 2],
   ["firmware/store/", 2],
   ["firmware/sip/", 3],
+  // RTP, SRTP, SDP, codecs, jitter buffer, tones: pure media cores (issue 12), beside sip/.
+  ["firmware/media/", 3],
   ["firmware/telemetry/", 4],
   ["firmware/discovery/", 4],
   ["firmware/provisioning/", 4],

@@ -173,6 +173,39 @@ describe("handset.mjs: the firmware alone", () => {
   });
 });
 
+describe("handset.mjs: what a registered phone loads", () => {
+  it("is ASCII only, so V8 keeps its source one byte per character", () => {
+    const bytes = readFileSync(join(out("a"), HOST, "handset.mjs"));
+    const at = bytes.findIndex((b) => b > 0x7f);
+    expect(at, at < 0 ? "" : bytes.subarray(Math.max(0, at - 60), at + 20).toString("utf8")).toBe(-1);
+  });
+
+  it("runs no dependency's module code at start: node-forge, the XML stack and MQTT.js load on first use", () => {
+    // esbuild wraps each CommonJS package in __commonJS(); the copy reports every first call.
+    const text = readFileSync(join(out("a"), HOST, "handset.mjs"), "utf8");
+    const helper = "var __commonJS = (cb, mod) => function __require2() {\n";
+    expect(text).toContain(helper);
+    const probe = join(out("a"), HOST, "loads-probe.mjs");
+    writeFileSync(
+      probe,
+      text.replace(
+        helper,
+        `${helper}  if (!mod) process.stderr.write("cjs " + __getOwnPropNames(cb)[0] + "\\n");\n`,
+      ),
+    );
+    try {
+      for (const argv of [["--version"], ["run", "--help"], ["config", "--defaults", "--json"]]) {
+        const r = spawnSync(process.execPath, [probe, ...argv], { cwd: tmp, encoding: "utf8" });
+        expect(r.status, r.stderr).toBe(0);
+        const loaded = r.stderr.split("\n").filter((l) => l.startsWith("cjs "));
+        expect(loaded, argv.join(" ")).toEqual([]);
+      }
+    } finally {
+      rmSync(probe, { force: true });
+    }
+  });
+});
+
 describe("the bundle folder", () => {
   let dir: string;
   let caPath: string;

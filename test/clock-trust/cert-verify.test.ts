@@ -175,6 +175,22 @@ describe("verifyServerChain", () => {
     expect(keyUsageBits(new X509Certificate(ca.cert))).toBe(0b1100000); // keyCertSign | cRLSign
   });
 
+  it("reads key usage from the DER itself: both octets of the bit string, none without the extension", async () => {
+    const all = await custom({
+      issuerCert: r.cert,
+      issuerKey: r.key,
+      cn: NAME,
+      extensions: [
+        { name: "keyUsage", digitalSignature: true, keyAgreement: true, decipherOnly: true, critical: true },
+        san,
+      ],
+    });
+    // bit 0 digitalSignature, bit 4 keyAgreement, bit 8 decipherOnly (the second content octet).
+    expect(keyUsageBits(new X509Certificate(all.cert))).toBe(0b1_0001_0001);
+    expect(keyUsageBits(new X509Certificate(midNotCa.cert))).toBeUndefined();
+    expect(keyUsageBits(new X509Certificate(signOnlyKu.cert))).toBe(0b10_0000);
+  });
+
   it("refuses a wrong name", () => {
     expect(
       verifyServerChain({

@@ -21,7 +21,6 @@
  * "this chain is bad".
  */
 import { X509Certificate } from "node:crypto";
-import forge from "node-forge";
 
 /** The part of the phone's clock a certificate check needs. ClockService implements it. */
 export interface CertClock {
@@ -102,30 +101,67 @@ export function certificateHasName(
   return cert.checkHost(h, { subject }) !== undefined;
 }
 
-/** forge's fromDer takes an options object (forge ≥ 0.10); @types/node-forge only knows `strict`. */
-const fromDer = forge.asn1.fromDer as unknown as (
-  bytes: forge.util.ByteStringBuffer,
-  options: { decodeBitStrings: boolean },
-) => forge.asn1.Asn1;
+/** One DER element: its tag octet and where its contents lie in the buffer. */
+interface Der {
+  tag: number;
+  start: number;
+  end: number;
+}
 
-/** The key usage bits (bit 0 = digitalSignature … bit 8), or undefined without the extension. */
+/** The DER element at `at`, or undefined when its length runs past `limit` (never throws). */
+function derAt(buf: Buffer, at: number, limit: number): Der | undefined {
+  if (at + 2 > limit) return undefined;
+  const tag = buf[at]!;
+  let len = buf[at + 1]!;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || start + n > limit) return undefined;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[start + i]!;
+    start += n;
+  }
+  return start + len <= limit ? { tag, start, end: start + len } : undefined;
+}
+
+function derChildren(buf: Buffer, of: Der): Der[] {
+  const out: Der[] = [];
+  for (let at = of.start; at < of.end; ) {
+    const d = derAt(buf, at, of.end);
+    if (!d) break;
+    out.push(d);
+    at = d.end;
+  }
+  return out;
+}
+
+/** 2.5.29.15 (id-ce-keyUsage) as DER OID contents. */
+const KEY_USAGE_OID = Buffer.from([0x55, 0x1d, 0x0f]);
+
+/**
+ * The key usage bits (bit 0 = digitalSignature … bit 8), or undefined without the extension.
+ * Node's X509Certificate has no accessor for them (its keyUsage is the extended key usage), so
+ * this walks the DER (RFC 5280 §4.1: tbsCertificate's [3] extensions) itself — a few lines that
+ * keep node-forge, and its memory, out of every TLS connection.
+ */
 export function keyUsageBits(c: X509Certificate): number | undefined {
-  const cert = fromDer(forge.util.createBuffer(c.raw.toString("binary")), {
-    decodeBitStrings: false,
-  });
-  const tbs = (cert.value as forge.asn1.Asn1[])[0];
-  const parts = (tbs?.value ?? []) as forge.asn1.Asn1[];
-  const extsTagged = parts.find((p) => p.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && p.type === 3);
-  const exts = ((extsTagged?.value as forge.asn1.Asn1[] | undefined)?.[0]?.value ?? []) as forge.asn1.Asn1[];
-  for (const ext of exts) {
-    const fields = ext.value as forge.asn1.Asn1[];
-    if (forge.asn1.derToOid(forge.util.createBuffer(fields[0]?.value as string)) !== "2.5.29.15") continue;
-    const octets = fields[fields.length - 1]?.value as string;
-    const bits = fromDer(forge.util.createBuffer(octets), { decodeBitStrings: false }).value as string;
+  const raw = c.raw;
+  const cert = derAt(raw, 0, raw.length);
+  const tbs = cert && derChildren(raw, cert)[0];
+  const extsTagged = tbs && derChildren(raw, tbs).find((d) => d.tag === 0xa3);
+  const exts = extsTagged && derChildren(raw, extsTagged)[0];
+  if (!exts) return undefined;
+  for (const ext of derChildren(raw, exts)) {
+    const fields = derChildren(raw, ext);
+    const oid = fields[0];
+    if (oid?.tag !== 0x06 || !raw.subarray(oid.start, oid.end).equals(KEY_USAGE_OID)) continue;
+    const octets = fields.at(-1);
+    const bits = octets?.tag === 0x04 ? derAt(raw, octets.start, octets.end) : undefined;
+    if (bits?.tag !== 0x03) return undefined;
     // BIT STRING: first octet = unused bits, then the bits, most significant first.
     let v = 0;
-    for (let i = 1; i < bits.length && i < 3; i++) {
-      const octet = bits.charCodeAt(i);
+    for (let i = 1; bits.start + i < bits.end && i < 3; i++) {
+      const octet = raw[bits.start + i]!;
       for (let b = 0; b < 8; b++) if (octet & (0x80 >> b)) v |= 1 << ((i - 1) * 8 + b);
     }
     return v;
