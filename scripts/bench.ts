@@ -27,11 +27,12 @@ import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
 import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
-import { benchBundle } from "./bench-bundle.ts";
+import { benchBundle, serviceNodeFlags } from "./bench-bundle.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
 import { benchFleet } from "./bench-fleet.ts";
 import { benchOutage } from "./bench-outage.ts";
+import { benchSrtp } from "./bench-srtp.ts";
 import { benchStorm } from "./bench-storm.ts";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -204,6 +205,12 @@ async function main(): Promise<void> {
     results["failover_storm"] = await benchFailover();
     results["bundle"] = await benchBundle();
     results["fleet"] = await benchFleet();
+    results["srtp_call"] = {
+      note: "a two-way G.711 call's SRTP (protect + unprotect, 50 packets/s each way); goal < 1 % of one core",
+      in_this_process: await benchSrtp(),
+      // The image runs node without TurboFan (image/rootfs/usr/bin/handset): the figure that counts.
+      service_node_flags: srtpUnderServiceFlags(),
+    };
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);
@@ -211,6 +218,17 @@ async function main(): Promise<void> {
   } finally {
     lab.stop();
   }
+}
+
+/** bench-srtp.ts in a process of its own, with the service's node flags. */
+function srtpUnderServiceFlags(): unknown {
+  const r = spawnSync(
+    process.execPath,
+    [...serviceNodeFlags(), "--import", "tsx", join(ROOT, "scripts/bench-srtp.ts")],
+    { cwd: ROOT, encoding: "utf8" },
+  );
+  if (r.status !== 0) return `bench-srtp failed: ${r.stderr.split("\n")[0]}`;
+  return JSON.parse(r.stdout) as unknown;
 }
 
 await main();
