@@ -3,8 +3,9 @@
  *
  *   tsx scripts/update-bundle.ts create --version V --arch arm64|amd64 --boot FILE --system FILE \
  *       --key PRIVATE.pem --out FILE
- *     signs the header (which names every payload's size and sha256) with an Ed25519 private key
- *     (PKCS8 PEM) and writes magic ‖ length ‖ header ‖ signature ‖ boot ‖ system.
+ *     signs the header (format 2: every payload's size, sha256 and the sha256 of each of its 4 MiB
+ *     chunks, so that a phone streaming the bundle can check each chunk before writing it) with an
+ *     Ed25519 private key (PKCS8 PEM) and writes magic ‖ length ‖ header ‖ signature ‖ boot ‖ system.
  *
  *   tsx scripts/update-bundle.ts keygen --out DIR
  *     DIR/update-key.pem (private, 0600: the signer keeps it) and DIR/update-keys/update-key.pub.pem
@@ -12,7 +13,7 @@
  *
  * Prints one JSON line saying what it wrote.
  */
-import { createHash, createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
+import { createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
@@ -25,6 +26,8 @@ import {
   encodeHeader,
   isValidVersion,
   makeHeader,
+  PayloadDigester,
+  type PayloadDigests,
 } from "../firmware/update/bundle-format.ts";
 
 function fail(message: string): never {
@@ -32,14 +35,11 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
-  const h = createHash("sha256");
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 2 ** 20 })) {
-    h.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: h.digest("hex") };
+/** A payload file's size, sha256 and chunk digests, in one read of it. */
+async function digestFile(path: string): Promise<PayloadDigests> {
+  const d = new PayloadDigester();
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 2 ** 20 })) d.update(chunk as Buffer);
+  return d.digest();
 }
 
 export async function createBundle(o: {
@@ -52,8 +52,8 @@ export async function createBundle(o: {
 }): Promise<{ out: string; bytes: number; header: unknown }> {
   const key = createPrivateKey({ key: o.keyPem, format: "pem" });
   if (key.asymmetricKeyType !== "ed25519") throw new Error("the key is not an Ed25519 private key");
-  const boot = await sha256File(o.boot);
-  const system = await sha256File(o.system);
+  const boot = await digestFile(o.boot);
+  const system = await digestFile(o.system);
   const header = makeHeader({
     version: o.version,
     arch: o.arch,

@@ -30,6 +30,7 @@ import {
 import type { MqttPort } from "../telemetry/mqtt-port.ts";
 import type { OutboxSnapshot } from "../telemetry/outbox.ts";
 import type { RecentLog } from "../telemetry/recent-log.ts";
+import type { FleetUpdates } from "./fleet-update.ts";
 
 /** What the link needs of the phone core now running (it changes when the core restarts). */
 export interface FleetCore {
@@ -67,6 +68,8 @@ export interface FleetLinkOptions {
   restartCore(overlay: FleetOverlay, reason: string): Promise<void>;
   /** A reboot: under systemd the process exits and is restarted; elsewhere the core restarts. */
   reboot(): void;
+  /** The `update` command, on an A/B image (fleet-update.ts); absent: update-unavailable. */
+  updates?: FleetUpdates;
   port?: MqttPort;
   fs?: FileSystem;
   /** What broker certificates are checked against (default `clock`: pass the ClockService). */
@@ -166,7 +169,7 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
   const device: FleetDevice = {
     state: deviceState,
     isIdle: () => o.core()?.phone.isIdle() ?? false,
-    async run(name) {
+    async run(name, args) {
       switch (name) {
         case "reboot":
           // Answer first: the reply goes out before the phone goes away.
@@ -189,11 +192,16 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
         }
         case "screenshot":
           return { lines: o.screen() };
-        case "update":
-          throw new HandsetError(
-            "update-unavailable",
-            "Updates are installed by `handset update` as root on the A/B image, not by the phone service",
-          );
+        case "update": {
+          if (!o.updates)
+            throw new HandsetError(
+              "update-unavailable",
+              "Not an A/B image: updates are installed by `handset update` on the phone's image only",
+            );
+          // Requested, not installed: the root installer reports through update.result and the
+          // state's firmware version and slot after the trial boot.
+          return { requested: true, ...(await o.updates.request(args)) };
+        }
         default:
           throw new HandsetError("unknown-command", `No command ${name}`);
       }
@@ -237,6 +245,23 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
     device,
     store: { load: () => outboxFile.load(), save: (s) => outboxFile.save(s) },
   });
+  // What the root installer said about the last update this phone asked for (after its trial
+  // boot, or at once when it failed): one event, then the file is gone.
+  o.updates
+    ?.takeResult()
+    .then((r) => {
+      if (!r) return;
+      agent.event("update.result", {
+        id: r.id,
+        ok: r.ok,
+        ...(r.version ? { version: r.version } : {}),
+        ...(r.slot ? { slot: r.slot } : {}),
+        ...(r.code ? { code: r.code } : {}),
+      });
+    })
+    .catch((err: unknown) =>
+      log.warn("update result unreadable", { code: (err as HandsetError).code ?? "io" }),
+    );
   agent.status.on((s) => {
     status = s;
   });

@@ -23,6 +23,7 @@ import { PHONE_STATES } from "../phone/lifecycle.ts";
 import type { PhoneEvent } from "../phone/phone.ts";
 import { readBootInfo } from "../platform/boot-control.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
+import { nodeFileSystem } from "../platform/file-system.ts";
 import { SystemClock } from "../platform/system-clock.ts";
 import { createSystemdNotifier, type SystemdNotifier } from "../platform/systemd-notify.ts";
 import type { FleetSettings } from "../telemetry/fleet-agent.ts";
@@ -31,6 +32,7 @@ import { atLeast, RecentLog } from "../telemetry/recent-log.ts";
 import { type ArgSpec, type CommandSpec, parseFlags, required, seconds, VERBOSE_FLAG } from "./args.ts";
 import { loadConfigFile } from "./config.ts";
 import { type FleetLink, type FleetOverlay, loadFleetOverlay, startFleetLink } from "./fleet-link.ts";
+import { fleetUpdates } from "./fleet-update.ts";
 import { openStore } from "./identity.ts";
 import { checkStoreDir, InputError, readTrustFile } from "./input-files.ts";
 import { logEventSink, logSink, type Output } from "./output.ts";
@@ -146,6 +148,8 @@ export interface PhoneFleet {
   settings: Omit<FleetSettings, "deviceId"> & { deviceId?: string };
   /** The A/B slot running, where the image says. */
   slot?: string;
+  /** The first trustedRoots file: what an https update server is checked against. */
+  updateCa?: string;
   /** Test seam: the MQTT edge (default: MQTT.js). */
   port?: MqttPort;
 }
@@ -275,6 +279,19 @@ export async function runPhone(
       ...(extras.logging ? { recentLog: extras.logging.recent, setLogLevel: extras.logging.setLevel } : {}),
       ...(fleet.slot ? { slot: fleet.slot } : {}),
       ...(fleet.port ? { port: fleet.port } : {}),
+      // On an A/B image the phone can ask the root installer for an update (fleet-update.ts).
+      ...(fleet.slot
+        ? {
+            updates: fleetUpdates({
+              storeDir: config.storeDir,
+              fs: nodeFileSystem,
+              random: new CryptoRandom(),
+              phoneClock: { now: () => (running ?? first).clock.now() },
+              osClock: clock,
+              ...(fleet.updateCa ? { ca: fleet.updateCa } : {}),
+            }),
+          }
+        : {}),
       restartCore,
       // Under systemd a reboot is the service's restart (Restart=always): a fresh process.
       reboot: () => {
@@ -401,6 +418,7 @@ async function fleetFromConfig(
       intervalS: file["telemetry.intervalS"],
     },
     ...(slot ? { slot } : {}),
+    ...(file.trustedRoots[0]?.startsWith("/") ? { updateCa: file.trustedRoots[0] } : {}),
   };
 }
 

@@ -205,7 +205,7 @@ export const OPTIONS = {
   "mqtt.commands": withDefault(
     listOf(oneOf(...FLEET_COMMANDS)),
     ["ping", "reboot", "sign-out", "reprovision", "diagnostics", "screenshot"],
-    "The commands the phone accepts on PREFIX/DEVICE-ID/cmd/NAME; others are refused (command-disabled). Only the file sets it: an operator cannot enable a command over MQTT. (update is not served over MQTT yet: it needs the A/B image, issue 10.)",
+    "The commands the phone accepts on PREFIX/DEVICE-ID/cmd/NAME; others are refused (command-disabled). Only the file sets it: an operator cannot enable a command over MQTT. update (off by default) asks the A/B image's root installer for a signed bundle.",
   ),
   "mqtt.outboxSize": withDefault(
     integer({ min: 10, max: 100_000 }),

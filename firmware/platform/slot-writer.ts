@@ -7,6 +7,12 @@
  * - then copied in chunks, hashed again as they are read (the bundle may not change under us),
  *   fdatasync'ed, and read back from the partition and compared with the signed sha256.
  *
+ * A streamed payload (writeStreamedPayload: a download too big to keep) cannot be hashed before
+ * the write, so it is verified chunk by chunk instead: each chunk is hashed against its signed
+ * digest and only then written at its offset; a mismatch stops before that chunk touches the
+ * disk (the chunks before it, each verified, may have been written). Then fdatasync and the same
+ * read-back against the whole payload's signed sha256.
+ *
  * A partition is a block device on the phone (its size from /sys/dev/block/M:N/size) or a plain
  * file in a test (its size is the file's). A payload smaller than its partition leaves the rest
  * as it was (erofs and FAT know their own length).
@@ -14,6 +20,7 @@
 import { createHash } from "node:crypto";
 import { type FileHandle, open, readFile, realpath, stat } from "node:fs/promises";
 import { HandsetError } from "../core/errors.ts";
+import { type PayloadEntry, verifiedChunks } from "../update/bundle-format.ts";
 
 export const CHUNK_BYTES = 4 * 1024 * 1024;
 
@@ -179,4 +186,64 @@ export async function writePayload(w: PayloadWrite): Promise<PayloadWritten> {
       `${w.target} does not read back as written (sha256 ${back})`,
     );
   return { target: w.target, bytes: w.size, sha256: back };
+}
+
+async function writeFully(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let off = 0; off < bytes.length; ) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.length - off, position + off);
+    off += bytesWritten;
+  }
+}
+
+export interface StreamedPayloadWrite {
+  /** The payload as the verified header signs it (size, sha256, chunk digests). */
+  payload: PayloadEntry;
+  chunkBytes: number;
+  /** The next n bytes of the download: exactly n, or a rejection (update-download-failed). */
+  read: (n: number) => Promise<Uint8Array>;
+  target: string;
+  protected: string[];
+  /** After each chunk is written: bytes so far. */
+  onProgress?: (written: number) => void;
+}
+
+/**
+ * Writes one payload from a stream: refuse → for each chunk: verify against its signed digest,
+ * then a positional write → fdatasync → read back and compare with the whole payload's sha256.
+ */
+export async function writeStreamedPayload(w: StreamedPayloadWrite): Promise<PayloadWritten> {
+  const { payload: p } = w;
+  await assertNotProtected(w.target, w.protected);
+  const room = await partitionBytes(w.target);
+  if (p.size > room)
+    throw new HandsetError(
+      "update-too-large",
+      `payload of ${p.size} bytes does not fit ${w.target} (${room})`,
+    );
+  const whole = createHash("sha256");
+  const dst = await open(w.target, "r+");
+  try {
+    for await (const c of verifiedChunks(p, w.chunkBytes, w.read)) {
+      whole.update(c.bytes);
+      await writeFully(dst, c.bytes, c.offset);
+      w.onProgress?.(c.offset + c.bytes.length);
+    }
+    // Every chunk matched its signed digest; a whole digest that still disagrees is a header that
+    // contradicts itself (signed so, but not a bundle `create` makes).
+    if (whole.digest("hex") !== p.sha256)
+      throw new HandsetError(
+        "update-malformed",
+        `update payload "${p.name}": its signed chunk digests and sha256 disagree`,
+      );
+    await dst.datasync();
+  } finally {
+    await dst.close();
+  }
+  const back = await sha256Range(w.target, 0, p.size);
+  if (back !== p.sha256)
+    throw new HandsetError(
+      "update-write-failed",
+      `${w.target} does not read back as written (sha256 ${back})`,
+    );
+  return { target: w.target, bytes: p.size, sha256: back };
 }

@@ -83,6 +83,7 @@ build_arch() {
     mmdebstrap --mode=root --format=directory --variant=essential --arch="$arch" \
     --components="$components" --include="$pkgs" \
     --essential-hook='mkdir -p "$1/usr/share/initramfs-tools/modules.d" && printf "erofs\n" > "$1/usr/share/initramfs-tools/modules.d/handset"' \
+    --essential-hook="bash '$here/initramfs-once.sh' hold \"\$1\"" \
     --customize-hook="bash '$here/customize.sh' \"\$1\"" \
     "$suite" "$work/rootfs" \
     "deb $mirror $suite $components" \

@@ -26,7 +26,7 @@ for key in ${HANDSET_KEYS:-}; do
 done
 
 chroot "$root" systemd-sysusers
-chroot "$root" systemctl enable handset.service handset-firstboot.service handset-health.service \
+chroot "$root" systemctl enable handset.service handset-firstboot.service handset-health.service handset-update.path \
   systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
 # No login on a phone: no getty on the display's serial line (the board owns it); the console
 # stays for the kernel and journald. Root's password stays locked ("*" from base-passwd).
@@ -36,6 +36,7 @@ ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 # Kernel, initrd (with erofs, see build.sh) and on arm64 the Pi firmware and device trees: to the
 # boot partition. /boot stays as an empty mount point in the slot.
 kver="$(basename "$(ls -d "$root"/usr/lib/modules/* | head -1)")"
+bash "$(dirname "$0")/initramfs-once.sh" build "$root"
 cp "$root/boot/vmlinuz-$kver" "$HANDSET_BOOT_OUT/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$HANDSET_BOOT_OUT/initrd.img"
 if [ "$HANDSET_ARCH" = arm64 ]; then

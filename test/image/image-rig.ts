@@ -33,6 +33,9 @@ const TOOLS: Array<[string, string]> = [
   ["qemu-system-x86_64", "qemu-system-x86"],
   ["qemu-system-aarch64", "qemu-system-arm"],
   ["aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"],
+  // The fleet's update command: a broker on the host and its command-line client as the operator.
+  ["/usr/sbin/mosquitto", "mosquitto"],
+  ["mosquitto_rr", "mosquitto-clients"],
 ];
 
 /** What is missing for the image tests, in words (undefined: nothing). */
@@ -83,10 +86,10 @@ export interface Built {
 }
 
 /**
- * `npm run image` (which runs `npm run build` first) into DIR, for the given arches, with a test
- * update key made for this run.
+ * `npm run image` (which runs `npm run build` first, both arches' bundles) into DIR for one arch,
+ * with a test update key made for this run.
  */
-export async function buildImages(work: string, arches: Arch[]): Promise<Built> {
+export async function buildImages(work: string, arch: Arch): Promise<Built> {
   const keys = join(work, "keys");
   const t0 = Date.now();
   if (!existsSync(join(keys, "update-key.pem")))
@@ -98,22 +101,37 @@ export async function buildImages(work: string, arches: Arch[]): Promise<Built> 
   const dir = join(work, "image");
   await runLogged(
     "npm",
-    [
-      "run",
-      "image",
-      "--",
-      "--arch",
-      arches.length === 2 ? "all" : arches[0]!,
-      "--out",
-      dir,
-      "--update-key",
-      join(keys, "update-keys", "update-key.pub.pem"),
-    ],
-    join(work, "image-build.log"),
+    ["run", "image", "--", "--arch", arch, "--out", dir, "--update-key", updatePublicKey(keys)],
+    join(work, `image-build-${arch}.log`),
   );
   const pkg = JSON.parse(await readFile(join(REPO, "package.json"), "utf8")) as { version: string };
   return { dir, version: pkg.version, keys, seconds: (Date.now() - t0) / 1000 };
 }
+
+/**
+ * The image of another arch from the bundles the first `npm run image` built (its second half,
+ * scripts/image/build.sh, as `npm run image` runs it): the image tests start the arm64 build, 15
+ * minutes of emulated package scripts, while the amd64 image boots on the other core.
+ */
+export async function buildArchImage(work: string, built: Built, arch: Arch): Promise<number> {
+  const t0 = Date.now();
+  await runLogged(
+    "bash",
+    [
+      "scripts/image/build.sh",
+      "--arch",
+      arch,
+      "--out",
+      built.dir,
+      "--update-key",
+      updatePublicKey(built.keys),
+    ],
+    join(work, `image-build-${arch}.log`),
+  );
+  return (Date.now() - t0) / 1000;
+}
+
+const updatePublicKey = (keys: string) => join(keys, "update-keys", "update-key.pub.pem");
 
 export function imagePath(b: Built, arch: Arch): string {
   return join(b.dir, arch, `handset-${b.version}-${arch}.img`);
@@ -169,10 +187,31 @@ export async function startLabRig(work: string): Promise<LabRig> {
 }
 
 /** The phone's configuration inside the guest: the lab's names at the host, no DHCP. */
-export function guestConfig(lab: Lab, o: { deadRegistrar?: boolean } = {}): object {
+/** A fleet broker on the host, as the guest's phone reaches it (plain MQTT, user and password). */
+export interface GuestMqtt {
+  /** The broker's port on the host's loopback. */
+  port: number;
+  deviceId: string;
+  username: string;
+  password: string;
+  commands: string[];
+}
+
+export function guestConfig(lab: Lab, o: { deadRegistrar?: boolean; mqtt?: GuestMqtt } = {}): object {
   const guest = (a: string) => `${GUEST_HOST}:${hostPort(a).port}`;
   const r = lab.ready;
   return {
+    ...(o.mqtt
+      ? {
+          mqtt: {
+            brokers: [`mqtt://${GUEST_HOST}:${o.mqtt.port}`],
+            deviceId: o.mqtt.deviceId,
+            username: o.mqtt.username,
+            passwordFile: "/var/lib/handset/config/mqtt.pw",
+            commands: o.mqtt.commands,
+          },
+        }
+      : {}),
     board: "sim",
     storeDir: "/var/lib/handset",
     trustedRoots: ["/var/lib/handset/config/roots.pem"],
@@ -196,13 +235,14 @@ export async function prepareData(
   disk: string,
   rig: LabRig,
   work: string,
-  o: { env?: Record<string, string>; deadRegistrar?: boolean } = {},
+  o: { env?: Record<string, string>; deadRegistrar?: boolean; mqtt?: GuestMqtt } = {},
 ): Promise<void> {
   const tree = join(work, `data-tree-${Date.now()}`);
   await cp(rig.store, tree, { recursive: true });
   await mkdir(join(tree, "config"), { recursive: true });
   await copyFile(rig.lab.ready.ca, join(tree, "config", "roots.pem"));
   await writeFile(join(tree, "config", "phone.json"), JSON.stringify(guestConfig(rig.lab, o), null, 2));
+  if (o.mqtt) await writeFile(join(tree, "config", "mqtt.pw"), `${o.mqtt.password}\n`);
   const env = { HANDSET_CONFIG: "/var/lib/handset/config/phone.json", ...(o.env ?? {}) };
   await writeFile(
     join(tree, "config", "handset.env"),
@@ -232,4 +272,48 @@ async function chownTree(dir: string, uid: number): Promise<void> {
 export async function copyDisk(img: string, to: string): Promise<string> {
   await run("cp", ["--sparse=always", img, to]);
   return to;
+}
+
+/** Update bundles over HTTP from the host, as a fleet's file server would give them to the guest. */
+export interface FileServer {
+  /** The server as the guest reaches it (http://10.0.2.2:PORT). */
+  guestUrl: string;
+  /** Bytes of file bodies sent so far. */
+  served(): number;
+  stop(): Promise<void>;
+}
+
+export async function serveFiles(dir: string): Promise<FileServer> {
+  const { createServer } = await import("node:http");
+  const { createReadStream, statSync } = await import("node:fs");
+  const { basename } = await import("node:path");
+  let sent = 0;
+  const server = createServer((req, res) => {
+    const name = basename(decodeURIComponent((req.url ?? "/").split("?")[0]!));
+    let size: number;
+    try {
+      size = statSync(join(dir, name)).size;
+    } catch {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": "application/octet-stream", "Content-Length": size });
+    const body = createReadStream(join(dir, name));
+    body.on("data", (b) => {
+      sent += b.length;
+    });
+    body.pipe(res);
+  });
+  // Loopback only: qemu's user network hands the guest's 10.0.2.2 to the host's 127.0.0.1.
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    guestUrl: `http://${GUEST_HOST}:${port}`,
+    served: () => sent,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }

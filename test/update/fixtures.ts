@@ -12,7 +12,13 @@ import { createOutput, type Output } from "../../firmware/commands/output.ts";
 import { hostArch } from "../../firmware/commands/update.ts";
 import type { RunCommand } from "../../firmware/platform/boot-control.ts";
 import { parseAutoboot, renderAutoboot } from "../../firmware/update/autoboot.ts";
-import { type Arch, encodeBundle, encodeHeader, makeHeader } from "../../firmware/update/bundle-format.ts";
+import {
+  type Arch,
+  digestPayload,
+  encodeBundle,
+  encodeHeader,
+  makeHeader,
+} from "../../firmware/update/bundle-format.ts";
 
 export const ARCH: Arch = hostArch();
 export const OTHER_ARCH: Arch = ARCH === "amd64" ? "arm64" : "amd64";
@@ -95,8 +101,8 @@ export function makeBundle(p: BundleParts): Uint8Array {
     version: p.version ?? "2.0.0",
     arch: p.arch ?? ARCH,
     payloads: [
-      { name: "boot", size: p.boot.length, sha256: sha256(p.boot) },
-      { name: "system", size: p.system.length, sha256: sha256(p.system) },
+      { name: "boot", ...digestPayload(p.boot) },
+      { name: "system", ...digestPayload(p.system) },
     ],
   });
   const headerBytes = encodeHeader(header);
