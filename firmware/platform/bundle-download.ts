@@ -21,11 +21,10 @@ import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import * as http from "node:http";
 import * as https from "node:https";
-import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { HandsetError } from "../core/errors.ts";
 import type { CertClock } from "../sip/tls-dsk/cert-verify.ts";
-import { checkPeerAtClock } from "./tls-flow.ts";
+import { ClockCheckedAgent } from "./clock-checked-agent.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
@@ -62,55 +61,6 @@ const TIME_CODES = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"]);
 function classify(err: Error & { code?: string }, where: string): HandsetError {
   if (err instanceof HandsetError) return err;
   return failed(`cannot download from ${where} (${err.code ?? err.message})`, err);
-}
-
-/** An https.Agent that verifies the server at `clock` before the request gets the socket. */
-class ClockVerifyingAgent extends https.Agent {
-  constructor(
-    private readonly ca: string[],
-    private readonly clock: CertClock,
-    private readonly handshakeTimeoutMs: number,
-  ) {
-    super({ keepAlive: false, maxCachedSessions: 0 });
-  }
-
-  override createConnection(
-    options: https.RequestOptions,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | undefined {
-    const name = options.servername || options.host || "localhost";
-    const socket = tls.connect({
-      ...(options as tls.ConnectionOptions),
-      ca: this.ca,
-      rejectUnauthorized: false,
-      session: undefined,
-    });
-    let done = false;
-    const finish = (err: Error | null) => {
-      if (done) return;
-      done = true;
-      socket.setTimeout(0);
-      socket.off("error", onError);
-      if (err) socket.destroy();
-      callback?.(err, socket);
-    };
-    const onError = (err: Error) => finish(classify(err, name));
-    socket.once("error", onError);
-    socket.setTimeout(this.handshakeTimeoutMs, () =>
-      finish(failed(`no TLS handshake with ${name} within ${this.handshakeTimeoutMs} ms`)),
-    );
-    socket.once("secureConnect", () => {
-      const p = checkPeerAtClock(socket, { ca: this.ca, clock: this.clock, name });
-      if (!p) return finish(null);
-      const time = p.opensslCode ? TIME_CODES.has(p.opensslCode) : p.kind === "time";
-      return finish(
-        time
-          ? new HandsetError("update-cert-time", `certificate of ${name}: ${p.message}`)
-          : new HandsetError("update-cert-untrusted", `certificate of ${name} is not trusted: ${p.message}`),
-      );
-    });
-    return undefined;
-  }
 }
 
 /** The response body as exact reads, pulled (paused mode), with the idle timeout while waiting. */
@@ -202,7 +152,23 @@ export function openBundleDownload(url: URL, o: DownloadOptions): Promise<Bundle
   if (!secure && url.protocol !== "http:")
     return Promise.reject(failed(`cannot download ${url.protocol} URLs (http or https only)`));
   const agent = secure
-    ? new ClockVerifyingAgent(o.ca ?? [...tls.rootCertificates], o.clock, idleMs)
+    ? new ClockCheckedAgent({
+        agent: { keepAlive: false, maxCachedSessions: 0 },
+        ca: o.ca ?? [...tls.rootCertificates],
+        clock: o.clock,
+        handshakeTimeoutMs: idleMs,
+        errors: {
+          transport: classify,
+          timeout: (name) => failed(`no TLS handshake with ${name} within ${idleMs} ms`),
+          peer: (p, name) =>
+            (p.opensslCode ? TIME_CODES.has(p.opensslCode) : p.kind === "time")
+              ? new HandsetError("update-cert-time", `certificate of ${name}: ${p.message}`)
+              : new HandsetError(
+                  "update-cert-untrusted",
+                  `certificate of ${name} is not trusted: ${p.message}`,
+                ),
+        },
+      })
     : new http.Agent({ keepAlive: false });
   return new Promise((resolve, reject) => {
     let reader: ResponseReader | undefined;

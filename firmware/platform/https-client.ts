@@ -3,23 +3,17 @@
  * agent and one cookie jar per client instance, and transport failures mapped to
  * ProvisioningError codes. Bodies are UTF-8 text (SOAP/WSDL), at most MAX_RESPONSE_BYTES.
  *
- * The server certificate is checked at the phone's time (options.clock), not the OS's: the
- * agent's createConnection connects with rejectUnauthorized off, verifies the chain, purpose,
- * name and validity at clock.now() on secureConnect (checkPeerAtClock, as the SIP flow does), and
- * only then hands the socket to the request, so no request byte (the PIN!) is written to a
- * server that has not passed. OpenSSL's verdict must be clean or a time code only. Sessions are
- * not cached: every connection is verified in full.
+ * The server certificate is checked at the phone's time (options.clock), not the OS's, before a
+ * request byte (the PIN!) is written: clock-checked-agent.ts.
  */
 
 import * as https from "node:https";
-import type { Duplex } from "node:stream";
-import * as tls from "node:tls";
 import type { Clock } from "../core/clock.ts";
 import { HandsetError } from "../core/errors.ts";
 import { ProvisioningError } from "../provisioning/errors.ts";
 import type { HttpClient, HttpRequest, HttpResponse } from "../provisioning/http.ts";
 import type { CertClock } from "../sip/tls-dsk/cert-verify.ts";
-import { checkPeerAtClock } from "./tls-flow.ts";
+import { ClockCheckedAgent, type PeerProblem } from "./clock-checked-agent.ts";
 
 /** Every response body is bounded: a SOAP answer of the pool is a few KiB. */
 export const MAX_RESPONSE_BYTES = 256 * 1024;
@@ -40,73 +34,6 @@ export interface HttpsClientOptions {
 
 const OS_CLOCK: CertClock = { now: () => Date.now() };
 
-/**
- * An https.Agent that verifies the server at the phone's time before the request gets the socket
- * (Agent.createSocket accepts the callback form of createConnection).
- */
-class ClockVerifyingAgent extends https.Agent {
-  constructor(
-    opts: https.AgentOptions,
-    private readonly ca: string[],
-    private readonly clock: CertClock,
-    private readonly handshakeTimeoutMs: number,
-  ) {
-    super(opts);
-  }
-
-  override createConnection(
-    options: https.RequestOptions,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | undefined {
-    const name = options.servername || options.host || "localhost";
-    const url = new URL(`https://${name.includes(":") ? `[${name}]` : name}`);
-    const socket = tls.connect({
-      ...(options as tls.ConnectionOptions),
-      ca: this.ca,
-      rejectUnauthorized: false,
-      session: undefined,
-    });
-    let done = false;
-    const finish = (err: Error | null) => {
-      if (done) return;
-      done = true;
-      socket.setTimeout(0);
-      socket.off("error", onError);
-      if (err) {
-        socket.destroy();
-        callback?.(err, socket);
-      } else callback?.(null, socket);
-    };
-    const onError = (err: Error) => finish(classify(err, url));
-    socket.once("error", onError);
-    socket.setTimeout(this.handshakeTimeoutMs, () =>
-      finish(new ProvisioningError("timeout", `No TLS handshake with ${url.host}`)),
-    );
-    socket.once("secureConnect", () => {
-      const p = checkPeerAtClock(socket, { ca: this.ca, clock: this.clock, name });
-      if (!p) return finish(null);
-      if (p.opensslCode)
-        return finish(classify(Object.assign(new Error(p.message), { code: p.opensslCode }), url));
-      if (p.clockInvalid)
-        return finish(
-          new ProvisioningError(
-            "clock-invalid",
-            `Time not set: the certificate of ${url.host} cannot be checked yet (${p.message})`,
-          ),
-        );
-      if (p.kind === "time")
-        return finish(new ProvisioningError("server-cert-time", `Certificate of ${url.host}: ${p.message}`));
-      return finish(
-        new ProvisioningError(
-          "server-cert-untrusted",
-          `Certificate of ${url.host} is not trusted: ${p.message}`,
-        ),
-      );
-    });
-    return undefined;
-  }
-}
-
 const TRUST_CODES = new Set([
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
   "SELF_SIGNED_CERT_IN_CHAIN",
@@ -120,6 +47,24 @@ const TRUST_CODES = new Set([
   "ERR_TLS_CERT_ALTNAME_FORMAT",
 ]);
 const TIME_CODES = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"]);
+
+const hostUrl = (name: string) => new URL(`https://${name.includes(":") ? `[${name}]` : name}`);
+
+/** A server that did not pass the check at the phone's clock, as provisioning names it. */
+function peerError(p: PeerProblem, url: URL): ProvisioningError {
+  if (p.opensslCode) return classify(Object.assign(new Error(p.message), { code: p.opensslCode }), url);
+  if (p.clockInvalid)
+    return new ProvisioningError(
+      "clock-invalid",
+      `Time not set: the certificate of ${url.host} cannot be checked yet (${p.message})`,
+    );
+  if (p.kind === "time")
+    return new ProvisioningError("server-cert-time", `Certificate of ${url.host}: ${p.message}`);
+  return new ProvisioningError(
+    "server-cert-untrusted",
+    `Certificate of ${url.host} is not trusted: ${p.message}`,
+  );
+}
 
 function classify(err: Error & { code?: string }, url: URL): ProvisioningError {
   const where = url.host;
@@ -183,12 +128,17 @@ export interface HttpsClient extends HttpClient {
 export function createHttpsClient(o: HttpsClientOptions): HttpsClient {
   if (o.ca.length === 0) throw new HandsetError("config-invalid", "No trusted root certificates configured");
   const timeoutMs = o.timeoutMs ?? 30_000;
-  const agent = new ClockVerifyingAgent(
-    { keepAlive: true, maxSockets: 2, maxCachedSessions: 0 },
-    o.ca,
-    o.clock ?? OS_CLOCK,
-    timeoutMs,
-  );
+  const agent = new ClockCheckedAgent({
+    agent: { keepAlive: true, maxSockets: 2, maxCachedSessions: 0 },
+    ca: o.ca,
+    clock: o.clock ?? OS_CLOCK,
+    handshakeTimeoutMs: timeoutMs,
+    errors: {
+      transport: (err, name) => classify(err, hostUrl(name)),
+      timeout: (name) => new ProvisioningError("timeout", `No TLS handshake with ${hostUrl(name).host}`),
+      peer: (p, name) => peerError(p, hostUrl(name)),
+    },
+  });
   const jar = new CookieJar();
   const userAgent = o.userAgent ?? "handset/0.1";
 
