@@ -27,6 +27,7 @@ import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
 import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
+import { benchAudioStream } from "./bench-audio.ts";
 import { benchBundle, serviceNodeFlags } from "./bench-bundle.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
@@ -205,11 +206,17 @@ async function main(): Promise<void> {
     results["failover_storm"] = await benchFailover();
     results["bundle"] = await benchBundle();
     results["fleet"] = await benchFleet();
+    // The image runs node without TurboFan (image/rootfs/usr/bin/handset): the service_node_flags
+    // figures are the ones that count on the phone.
     results["srtp_call"] = {
       note: "a two-way G.711 call's SRTP (protect + unprotect, 50 packets/s each way); goal < 1 % of one core",
       in_this_process: await benchSrtp(),
-      // The image runs node without TurboFan (image/rootfs/usr/bin/handset): the figure that counts.
-      service_node_flags: srtpUnderServiceFlags(),
+      service_node_flags: underServiceFlags("scripts/bench-srtp.ts"),
+    };
+    results["audio_call"] = {
+      note: "the whole audio path of a two-way SRTP G.711 call (encode, protect, unprotect, jitter buffer, decode) and the jitter buffer's added delay",
+      in_this_process: await benchAudioStream(),
+      service_node_flags: underServiceFlags("scripts/bench-audio.ts"),
     };
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
@@ -220,14 +227,13 @@ async function main(): Promise<void> {
   }
 }
 
-/** bench-srtp.ts in a process of its own, with the service's node flags. */
-function srtpUnderServiceFlags(): unknown {
-  const r = spawnSync(
-    process.execPath,
-    [...serviceNodeFlags(), "--import", "tsx", join(ROOT, "scripts/bench-srtp.ts")],
-    { cwd: ROOT, encoding: "utf8" },
-  );
-  if (r.status !== 0) return `bench-srtp failed: ${r.stderr.split("\n")[0]}`;
+/** A bench script that prints its JSON, in a process of its own with the service's node flags. */
+function underServiceFlags(script: string): unknown {
+  const r = spawnSync(process.execPath, [...serviceNodeFlags(), "--import", "tsx", join(ROOT, script)], {
+    cwd: ROOT,
+    encoding: "utf8",
+  });
+  if (r.status !== 0) return `${script} failed: ${r.stderr.split("\n")[0]}`;
   return JSON.parse(r.stdout) as unknown;
 }
 
