@@ -11,6 +11,10 @@
  * backup. The SBA is on the branch LAN, direct. In the hq site the phone sits next to the pool:
  * those all name the direct addresses, the link still exists (ready.wan names its side) but
  * nothing the phone is told goes through it. (An hq phone's path to the SBA is not modelled.)
+ *
+ * Calls (call-router.ts, trunk.ts): each registrar routes calls between its registered users; the
+ * two are peered across the WAN link (so a cut leaves the SBA's users calling each other only);
+ * the trunk (ready.trunk, plain SIP on loopback TCP and UDP) hangs off the site's home registrar.
  */
 
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -18,11 +22,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PhoneNetworkConfig } from "../../firmware/commands/phone-services.ts";
 import { LabCa } from "./ca.ts";
+import { linkRegistrars } from "./call-router.ts";
 import { type LabControl, startControl } from "./control.ts";
 import { type DhcpResponder, startDhcpResponder } from "./dhcp-responder.ts";
 import { UserDirectory } from "./directory.ts";
 import { type NtpResponder, startNtpResponder } from "./ntp-responder.ts";
 import { LabRegistrar } from "./registrar.ts";
+import { LabTrunk } from "./trunk.ts";
 import { WanLink } from "./wan-link.ts";
 import { startWebServices, type WebServices, type WebServicesOptions } from "./web-services.ts";
 
@@ -39,6 +45,12 @@ export interface LabOptions {
   web?: Partial<Omit<WebServicesOptions, "ca" | "directory" | "fqdn">>;
   /** Offset the lab's NTP server adds to the real time (ms). */
   ntpOffsetMs?: number;
+  /**
+   * Where calls to numbers and other non-lab URIs leave the trunk ("127.0.0.1:P", UDP unless
+   * said otherwise); a Request-URI naming 127.0.0.1:P goes there instead. Settable later as
+   * `lab.trunk.peer`.
+   */
+  trunkPeer?: { address: string; transport?: "udp" | "tcp" };
 }
 
 export interface LabReady {
@@ -66,6 +78,8 @@ export interface LabReady {
   names: { pool: string; sba: string };
   users: Array<{ extension: string; pin: string; uri: string }>;
   testClient: { uri: string; cert: string; key: string };
+  /** The trunk for third-party SIP user agents: plain SIP, trusted by address (127.0.0.1). */
+  trunk: { tcp: string; udp: string };
 }
 
 export interface Lab {
@@ -80,6 +94,8 @@ export interface Lab {
   ntp: NtpResponder;
   /** The WAN link between the branch and the centre (pool registrar, web services). */
   wan: WanLink;
+  /** The trunk, on the site's home registrar (SBA in the branch, pool in hq). */
+  trunk: LabTrunk;
   stop(): Promise<void>;
 }
 
@@ -141,6 +157,11 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const wanPool = await wan.add({ name: "pool", target: { host: poolHost!, port: Number(poolPort) } });
   const phonePool = site === "branch" ? wanPool : pool.address;
   if (opts.redirect) pool.redirect = { primary: sba.address, backup: phonePool };
+  linkRegistrars({ pool, sba, wan, ca: ca.cert });
+  const trunk = await LabTrunk.start({
+    router: (site === "branch" ? sba : pool).router,
+    ...(opts.trunkPeer ? { peer: trunkDestination(opts.trunkPeer) } : {}),
+  });
 
   const caPath = join(dir, "lab-ca.pem");
   const certPath = join(dir, "test-client.pem");
@@ -180,6 +201,7 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     names,
     users: directory.all().map((u) => ({ extension: u.extension, pin: u.pin, uri: u.uri })),
     testClient: { uri: first.uri, cert: certPath, key: keyPath },
+    trunk: trunk.address,
   };
   return {
     ready,
@@ -192,14 +214,23 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     dhcp,
     ntp,
     wan,
+    trunk,
     stop: async () => {
       await control.stop();
       await wan.stop();
-      await Promise.all([pool.stop(), sba.stop(), web.stop(), dhcp.stop(), ntp.stop()]);
+      await Promise.all([pool.stop(), sba.stop(), web.stop(), dhcp.stop(), ntp.stop(), trunk.stop()]);
       if (madeDir)
         await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }).catch(() => {});
     },
   };
+}
+
+function trunkDestination(p: NonNullable<LabOptions["trunkPeer"]>) {
+  const i = p.address.lastIndexOf(":");
+  const port = Number(p.address.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new Error(`trunkPeer must be host:port, got "${p.address}"`);
+  return { host: p.address.slice(0, i), port, transport: p.transport ?? ("udp" as const) };
 }
 
 /**

@@ -18,8 +18,15 @@
  * `deregister()` can send a signed NOTIFY registration-notify `deregistered;event=<reason>` on
  * the user's flow and check the phone's signed answer. It answers CRLFCRLF with CRLF and a
  * signed OPTIONS with a signed 200.
+ *
+ * Calls (call-router.ts): INVITE, CANCEL, ACK and in-dialog requests from a registered user go to
+ * the registrar's call router once their signature verified (a bad one is challenged, or dropped
+ * for ACK and CANCEL, as for REGISTER); the router's messages to a user leave on that user's flow
+ * signed with its SA (1xx unsigned). The TLS port also takes the other lab registrar: it asks for
+ * a client certificate, which phones never send and which the peer answers with its server
+ * certificate (mutual TLS, as between Lync servers); such a connection is the router's.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import * as tls from "node:tls";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
@@ -29,6 +36,7 @@ import { parseVia } from "../../firmware/sip/grammar/via.ts";
 import { StreamFramer } from "../../firmware/sip/message/framer.ts";
 import {
   header,
+  removeHeader,
   request,
   response,
   type SipMessage,
@@ -41,6 +49,7 @@ import { LAB_DIAGNOSTIC } from "../../firmware/sip/registration/diagnostics.ts";
 import type { TlsDskServerEngine } from "../../firmware/sip/tls-dsk/engine.ts";
 import { deriveTlsDskKeys } from "../../firmware/sip/tls-dsk/prf.ts";
 import { macAlgForCipher, SecurityAssociation } from "../../firmware/sip/tls-dsk/security-association.ts";
+import { CallRouter, type Leg } from "./call-router.ts";
 import type { UserDirectory } from "./directory.ts";
 import { createLabServerEngine } from "./tls-dsk-server-engine.ts";
 
@@ -137,6 +146,10 @@ interface ConnBinding {
   aor: string;
   contactUri: string;
   sa: SecurityAssociation;
+  /** Key into the registrar's bindings (AOR | instance): the binding lives while that entry does. */
+  key: string;
+  /** When it was made (epoch ms): calls go to the latest of a user's bindings. */
+  at: number;
 }
 
 interface Pending {
@@ -186,8 +199,19 @@ export class LabRegistrar {
   presenceState: string;
   private port = 0;
   private readonly random = new CryptoRandom();
+  /** Routes calls between the users registered here, the other registrar and the trunk. */
+  readonly router: CallRouter;
 
   constructor(readonly o: LabRegistrarOptions) {
+    this.router = new CallRouter({
+      name: o.name,
+      fqdn: o.fqdn,
+      directory: o.directory,
+      locate: (aor) => {
+        const conn = this.connFor(aor);
+        return conn?.binding ? { leg: this.userLeg(conn), contact: conn.binding.contactUri } : undefined;
+      },
+    });
     this.faults = { ...o.faults };
     this.keepAliveS = o.keepAliveS ?? 300;
     this.redirect = o.redirect;
@@ -207,8 +231,19 @@ export class LabRegistrar {
   /** Listens on the given port (0: any; a restart reuses the previous one). */
   async start(port = this.port): Promise<void> {
     if (this.server) return;
-    const server = tls.createServer({ cert: this.o.cert, key: this.o.key, minVersion: "TLSv1.2" }, (s) =>
-      this.onConnection(s),
+    // requestCert: the other registrar authenticates with its certificate (mutual TLS). Phones
+    // send none, and rejectUnauthorized stays off so they are not refused; the peer's certificate
+    // is checked by the router's peering (it carries serverAuth only, as our server certs do).
+    const server = tls.createServer(
+      {
+        cert: this.o.cert,
+        key: this.o.key,
+        minVersion: "TLSv1.2",
+        requestCert: true,
+        rejectUnauthorized: false,
+        ca: [this.o.ca],
+      },
+      (s) => this.onConnection(s),
     );
     server.on("tlsClientError", () => {});
     await new Promise<void>((resolve, reject) => {
@@ -225,6 +260,7 @@ export class LabRegistrar {
     this.server = undefined;
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
+    this.router.stop();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
@@ -332,8 +368,14 @@ export class LabRegistrar {
   }
 
   private onConnection(socket: tls.TLSSocket): void {
-    this.stats.connections++;
     this.sockets.add(socket);
+    const peerCert = socket.getPeerX509Certificate();
+    if (peerCert instanceof X509Certificate && this.router.peering?.accepts(peerCert)) {
+      socket.on("close", () => this.sockets.delete(socket));
+      this.router.peering.accept(socket);
+      return;
+    }
+    this.stats.connections++;
     socket.setNoDelay(true);
     const framer = new StreamFramer();
     const conn: ConnState = { socket, pending: new Map(), sas: new Map(), answers: new Map() };
@@ -364,7 +406,7 @@ export class LabRegistrar {
     });
   }
 
-  /** A response from the phone: only answers to our own requests are expected. */
+  /** A response from the phone: to a request of ours (deregister(), sendToUser()) or the router's. */
   private onResponse(conn: ConnState, res: SipResponse): void {
     let branch = "";
     try {
@@ -373,7 +415,12 @@ export class LabRegistrar {
       return;
     }
     const pending = conn.answers.get(branch);
-    if (!pending || res.status < 200) return;
+    if (!pending) {
+      // Not an answer to our own request: the answer of a callee to a request the router sent.
+      if (conn.binding) this.router.onResponse(this.userLeg(conn), res);
+      return;
+    }
+    if (res.status < 200) return;
     conn.answers.delete(branch);
     let signatureOk = false;
     try {
@@ -432,10 +479,37 @@ export class LabRegistrar {
       if (!socket.destroyed) socket.write(serializeMessage(m));
     };
     if (req.method !== "REGISTER") {
-      // Anything else must be signed with an established SA; the lab answers OPTIONS only.
+      // Anything else must be signed with an established SA. Calls go to the router; of the
+      // rest the lab answers OPTIONS only.
       if (req.method === "OPTIONS") this.stats.options++;
       const auth = this.verify(conn, req);
-      if (!auth) return send(this.challenge(req));
+      if (!auth) {
+        // [MS-SIPAE] §3.3.5.1: an ACK or CANCEL that fails authentication is silently discarded.
+        if (req.method === "ACK" || req.method === "CANCEL") return;
+        return send(this.challenge(req));
+      }
+      if (this.router.claims(req)) {
+        const b = conn.binding;
+        let from = "";
+        try {
+          from = parseNameAddr(header(req, "From") ?? "").uri;
+        } catch {
+          // unreadable From: refused below
+        }
+        // Calls are for registered users, in their own name (Lync checks From against the SA's user).
+        if (!b || !sameUri(from, b.aor)) {
+          if (req.method === "ACK") return;
+          return send(
+            this.sign(
+              auth.sa,
+              this.reply(req, 403, "Forbidden", [
+                ["Warning", `399 ${this.o.fqdn} "From is not the user registered on this connection"`],
+              ]),
+            ),
+          );
+        }
+        return this.router.onRequest(this.userLeg(conn), req);
+      }
       return send(this.sign(auth.sa, this.reply(req, req.method === "OPTIONS" ? 200 : 501, "OK")));
     }
     this.stats.registers++;
@@ -541,7 +615,7 @@ export class LabRegistrar {
       return known ? "refreshed" : "added";
     }
     this.bindings.set(key, now + expires * 1000);
-    conn.binding = { aor, contactUri, sa };
+    conn.binding = { aor, contactUri, sa, key, at: now };
     return known ? "refreshed" : "added";
   }
 
@@ -617,11 +691,56 @@ export class LabRegistrar {
     }
   }
 
+  /** The live connection with `aor`'s latest unexpired binding. */
+  private connFor(aor: string): ConnState | undefined {
+    const now = Date.now();
+    let best: ConnState | undefined;
+    for (const c of this.conns) {
+      const b = c.binding;
+      if (!b || !sameUri(b.aor, aor) || c.socket.destroyed || !((this.bindings.get(b.key) ?? 0) > now))
+        continue;
+      if (!best || b.at >= best.binding!.at) best = c;
+    }
+    return best;
+  }
+
+  /**
+   * The router's view of a registered user's flow. Outgoing: requests and final responses signed
+   * with the user's SA as the registrar signs everything it sends; 1xx unsigned, as Lync sends
+   * them (tls-dsk.md §4.2). Incoming responses: admitted only with the user's valid signature
+   * (a 1xx may come unsigned). Should the user re-register on a new connection mid-call, the
+   * leg follows the binding.
+   */
+  private userLeg(conn: ConnState): Leg {
+    const aor = conn.binding!.aor;
+    const current = () =>
+      conn.binding && sameUri(conn.binding.aor, aor) && !conn.socket.destroyed ? conn : this.connFor(aor);
+    return {
+      kind: "user",
+      id: `user:${this.o.name}:${aor.toLowerCase()}`,
+      via: `SIP/2.0/TLS ${this.o.fqdn}:5061`,
+      recordRoute: this.router.recordRoute,
+      reliable: true,
+      admit: (res) => {
+        const signed = header(res, "Authorization") ?? header(res, "Proxy-Authorization");
+        if (!signed) return res.status < 200;
+        return this.verify(conn, res) !== undefined;
+      },
+      send: (m) => {
+        const c = current();
+        if (!c?.binding || c.socket.destroyed) return;
+        if (m.kind === "response" && m.status < 200) removeHeader(m, "Authentication-Info");
+        else this.sign(c.binding.sa, m);
+        c.socket.write(serializeMessage(m));
+      },
+    };
+  }
+
   private verify(
     conn: ConnState,
-    req: SipRequest,
+    req: SipMessage,
   ): { sa: SecurityAssociation; clientCertPem: string } | undefined {
-    const authz = header(req, "Authorization");
+    const authz = header(req, "Authorization") ?? header(req, "Proxy-Authorization");
     if (!authz) return undefined;
     let opaque: string | undefined;
     try {
