@@ -393,11 +393,16 @@ async function fleetFromConfig(
     ).inFile(path);
   const caFile = file["mqtt.ca"];
   let slot: string | undefined;
-  try {
-    slot = (await readBootInfo()).bootPartition === 2 ? "a" : "b";
-  } catch {
-    slot = undefined; // not an A/B image (a development machine)
-  }
+  // Under handset.service's sandbox /proc/cmdline and the device tree are hidden: root's
+  // boot-facts (image/rootfs/usr/lib/handset) hands the boot partition over in the environment.
+  const facts = process.env["HANDSET_BOOT_PARTITION"];
+  if (facts === "2" || facts === "3") slot = facts === "2" ? "a" : "b";
+  else
+    try {
+      slot = (await readBootInfo()).bootPartition === 2 ? "a" : "b";
+    } catch {
+      slot = undefined; // not an A/B image (a development machine)
+    }
   return {
     settings: {
       brokers,
