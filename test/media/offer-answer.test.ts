@@ -21,63 +21,7 @@ import {
   type SessionDescription,
   serializeSdp,
 } from "../../firmware/media/sdp.ts";
-
-const crlf = (lines: string[]): string => `${lines.join("\r\n")}\r\n`;
-
-const LYNC_KEY_2 = "ZPslBVcUEyl4NkQI4ls0w01yOEVCDCb0X6H8cSQp";
-const LYNC_KEY_3 = "tqjBlJriNKNA1k6sDRPWnzEsDRgfwM2zOX9VNB5r";
-
-/** A Lync 2013 offer after MS-SDPEXT §4 (candidates trimmed): AVP with a=crypto, audio and video. */
-const LYNC_OFFER = crlf([
-  "v=0",
-  "o=- 0 0 IN IP4 172.24.32.152",
-  "s=session",
-  "c=IN IP4 172.24.32.152",
-  "b=CT:99980",
-  "t=0 0",
-  "a=x-mediabw:main-video send=585;recv=1416",
-  "a=x-devicecaps:audio:send,recv;video:send,recv",
-  "m=audio 50005 RTP/AVP 117 114 9 111 112 115 116 8 0 97 13 118 101",
-  "a=x-ssrc-range:2634960950-2634960950",
-  "a=rtcp-fb:* x-message app send:dsh recv:dsh",
-  "a=rtcp-rsize",
-  "a=label:main-audio",
-  "a=x-source:main-audio",
-  "a=ice-ufrag:6nxO",
-  "a=ice-pwd:G6rUJNNaobz8IdDZrAbyFDoO",
-  "a=candidate:1 1 UDP 2130706431 172.24.32.152 50005 typ host ",
-  "a=candidate:1 2 UDP 2130705918 172.24.32.152 50009 typ host ",
-  "a=cryptoscale:1 client AES_CM_128_HMAC_SHA1_80 inline:e+loCNO4Sae2hG1aPTImJA6YcvL8/t/I84v7I5Ex|2^31|1:1",
-  `a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:${LYNC_KEY_2}|2^31|1:1`,
-  `a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:${LYNC_KEY_3}|2^31`,
-  "a=maxptime:200",
-  "a=rtcp:50009",
-  "a=rtpmap:117 G722/8000/2",
-  "a=rtpmap:114 x-msrta/16000",
-  "a=fmtp:114 bitrate=29000",
-  "a=rtpmap:9 G722/8000",
-  "a=rtpmap:111 SIREN/16000",
-  "a=fmtp:111 bitrate=16000",
-  "a=rtpmap:112 G7221/16000",
-  "a=fmtp:112 bitrate=24000",
-  "a=rtpmap:115 x-msrta/8000",
-  "a=fmtp:115 bitrate=11800",
-  "a=rtpmap:116 AAL2-G726-32/8000",
-  "a=rtpmap:8 PCMA/8000",
-  "a=rtpmap:0 PCMU/8000",
-  "a=rtpmap:97 RED/8000",
-  "a=rtpmap:13 CN/8000",
-  "a=rtpmap:118 CN/16000",
-  "a=rtpmap:101 telephone-event/8000",
-  "a=fmtp:101 0-16",
-  "a=ptime:20",
-  "m=video 50010 RTP/AVP 122 121 123",
-  "a=x-ssrc-range:2634960951-2634961050",
-  "a=label:main-video",
-  "a=rtpmap:122 X-H264UC/90000",
-  "a=rtpmap:121 x-rtvc1/90000",
-  "a=rtpmap:123 x-ulpfecuc/90000",
-]);
+import { crlf, LYNC_KEY_2, LYNC_KEY_3, LYNC_OFFER } from "./sdp-samples.ts";
 
 /** MS-SDP's example: a=encryption:required with a k= key and no a=crypto (OCS 2007 style). */
 const MS_SDP_REQUIRED = crlf([
