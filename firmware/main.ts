@@ -9,9 +9,20 @@ import type { HandsetConfig } from "./config/options.ts";
 import type { Logger } from "./core/logger.ts";
 import { ClockService } from "./discovery/clock-service.ts";
 import type { Board } from "./hal/board.ts";
+import type { SrtpPolicy } from "./media/offer-answer.ts";
 import { Phone, type PhoneEvent } from "./phone/phone.ts";
+import { type CallMediaPorts, callMediaPorts } from "./platform/call-media.ts";
 import { CryptoRandom } from "./platform/crypto-random.ts";
 import { SystemClock } from "./platform/system-clock.ts";
+
+/** Calls' media: where RTP is received, and the encryption asked of peers. */
+export interface PhoneMediaConfig {
+  /** IPv4 address RTP binds to and the SDP names. */
+  address: string;
+  srtp: SrtpPolicy;
+  /** Tone frequencies each call listens for in what it plays (the call test's figures). */
+  detectTones?: readonly number[];
+}
 
 export interface PhoneConfig {
   storeDir: string;
@@ -19,6 +30,8 @@ export interface PhoneConfig {
   trustedRoots: string[];
   network: PhoneNetworkConfig;
   utcOffsetMinutes?: number;
+  /** Absent: the phone registers but places and takes no calls. */
+  media?: PhoneMediaConfig;
 }
 
 export interface RunningPhone {
@@ -26,6 +39,8 @@ export interface RunningPhone {
   services: PhoneCoreServices;
   /** The phone's clock (SNTP-corrected, saved floor): what the fleet link stamps and times by. */
   clock: ClockService;
+  /** The calls' RTP sockets, when media is configured (per-call figures: media.live). */
+  media: CallMediaPorts | undefined;
   /** Stops the phone, then the board unless `keepBoard` (a core restart keeps the board running). */
   stop(o?: { keepBoard?: boolean }): Promise<void>;
 }
@@ -57,7 +72,21 @@ export async function startPhone(o: {
   });
   await clock.restore();
   if (!o.boardStarted) await o.board.start();
+  const mc = o.config.media;
+  const media = mc
+    ? await callMediaPorts({
+        clock,
+        random,
+        logger: o.logger,
+        address: mc.address,
+        // G.711 only: the stream encodes nothing else yet (G.722 is issue 12's open item).
+        capabilities: { codecs: ["PCMU", "PCMA"], srtp: mc.srtp },
+        ...(o.board.audio ? { audio: o.board.audio } : {}),
+        ...(mc.detectTones ? { detectTones: mc.detectTones } : {}),
+      })
+    : undefined;
   const services = createPhoneServices({
+    ...(media ? { media: media.factory } : {}),
     config: o.config.network,
     store,
     trustedRoots: o.config.trustedRoots,
@@ -83,8 +112,10 @@ export async function startPhone(o: {
     phone,
     services,
     clock,
+    media,
     stop: async (so) => {
       await phone.stop();
+      await media?.close();
       if (!so?.keepBoard) await o.board.stop();
     },
   };
@@ -94,7 +125,11 @@ export async function startPhone(o: {
  * The phone's configuration from a validated `handset run` file: typed values only, nothing
  * cast. `trustedRoots` are the PEM texts of the files the configuration names.
  */
-export function phoneConfigFrom(c: HandsetConfig, trustedRoots: string[]): PhoneConfig {
+export function phoneConfigFrom(
+  c: HandsetConfig,
+  trustedRoots: string[],
+  localAddress = "127.0.0.1",
+): PhoneConfig {
   const dhcpInterface = c["network.dhcp.interface"];
   const dhcpServer = c["network.dhcp.server"];
   const network: PhoneNetworkConfig = {
@@ -116,5 +151,11 @@ export function phoneConfigFrom(c: HandsetConfig, trustedRoots: string[]): Phone
     ...(c["network.hosts"] ? { hosts: c["network.hosts"] } : {}),
     ...(c["network.failbackProbeMs"] !== undefined ? { failbackProbeMs: c["network.failbackProbeMs"] } : {}),
   };
-  return { storeDir: c.storeDir, trustedRoots, network, utcOffsetMinutes: c.utcOffsetMinutes };
+  return {
+    storeDir: c.storeDir,
+    trustedRoots,
+    network,
+    utcOffsetMinutes: c.utcOffsetMinutes,
+    media: { address: c["media.address"] ?? localAddress, srtp: c["media.srtp"] },
+  };
 }

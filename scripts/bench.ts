@@ -29,6 +29,7 @@ import { signIn } from "../firmware/provisioning/resumable-sign-in.ts";
 import type { LabReady } from "../test/lab/lab.ts";
 import { benchAudioStream } from "./bench-audio.ts";
 import { benchBundle, serviceNodeFlags } from "./bench-bundle.ts";
+import { benchCallSetup } from "./bench-call.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
 import { benchFleet } from "./bench-fleet.ts";
@@ -218,6 +219,7 @@ async function main(): Promise<void> {
       in_this_process: await benchAudioStream(),
       service_node_flags: underServiceFlags("scripts/bench-audio.ts"),
     };
+    results["call_setup"] = await benchCallSetup();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -1,4 +1,12 @@
 /** The simulated board: in-memory hal/ implementation plus its terminal and web views. */
+
+export {
+  createSimAudio,
+  type SimAudioDevice,
+  type SimAudioOptions,
+  type SimMicrophone,
+  type SimSpeakerState,
+} from "./sim-audio.ts";
 export {
   createSimBoard,
   INDICATOR_NAMES,

@@ -11,6 +11,7 @@ import type { Board } from "../../firmware/hal/board.ts";
 import type { DisplayFrame, DisplaySink } from "../../firmware/hal/display.ts";
 import type { HookSwitch, Indicator, IndicatorState, Indicators } from "../../firmware/hal/indicators.ts";
 import { isKey, type Key, type KeyEvent, type KeySource } from "../../firmware/hal/keys.ts";
+import { createSimAudio, type SimAudioDevice, type SimAudioOptions } from "./sim-audio.ts";
 
 export type IndicatorName = keyof Indicators;
 
@@ -46,6 +47,8 @@ export interface SimBoard extends Board {
   readonly indicatorStates: Readonly<Record<IndicatorName, IndicatorState>>;
   /** Frame, backlight, indicator, hook and key changes, for views and tests. */
   readonly changes: Emitter<SimBoardChange>;
+  /** The handset's audio: a tone (or samples) into the microphone, a recording speaker. */
+  readonly audio: SimAudioDevice;
   press(key: Key): void;
   longPress(key: Key): void;
   setHook(offHook: boolean): void;
@@ -59,6 +62,8 @@ export interface SimBoardOptions {
   rows?: number;
   clock: Clock;
   name?: string;
+  /** Default: a silent microphone. */
+  audio?: SimAudioOptions;
 }
 
 /**
@@ -158,8 +163,11 @@ export function createSimBoard(o: SimBoardOptions): SimBoard {
     keyListeners.emit(event);
   };
 
+  const audio = createSimAudio(o.audio ?? { microphone: { kind: "silence" } });
+
   return {
     name: o.name ?? "sim",
+    audio,
     cols,
     rows,
     keys,

@@ -27,11 +27,24 @@
  *   the primary are unavailable;
  * - a registrar asking for a certificate we do not have ends in `sign-in-required`: the one
  *   state only a person can leave.
+ *
+ * The account also hands out its LINE: once a registration on a flow is bound (`registered`), the
+ * flow's UserAgentCore, the identity it registered (AOR, epid) and the Contact calls must carry
+ * (the GRUU, else the registered Contact) go out as a "line" event; "line-lost" follows when that
+ * flow stops being the account's (replaced by failback or failover, lost, or the account stopped).
+ * A flow that carries a call is not pulled from under it. The phone says so with `line.keep()`
+ * (one keep per call in progress; the returned function releases it), and a replaced or failed
+ * registration whose flow is kept only DRAINS: "line-lost" with `draining: true` (no new calls
+ * there; the calls in progress carry on), and the flow is closed (after a signed de-REGISTER,
+ * on failback) when the last keep is released. We chose deferring over refusing to fail back
+ * while busy: the new registration is up at once, so new calls and the status are right, and
+ * the call in progress is not cut. A failure of the flow itself (closed, reset, dead, registrar
+ * silent) drains nothing (its calls cannot go on anyway); stop() closes draining flows too.
  */
 import { backoffDelay } from "../core/backoff.ts";
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { Emitter } from "../core/emitter.ts";
-import { asHandsetError, type HandsetError } from "../core/errors.ts";
+import { asHandsetError, type HandsetError, TransportError } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import type { Flow, FlowConnector } from "../sip/flow.ts";
@@ -117,6 +130,83 @@ export interface RegistrationPort {
 export interface RegistrationOnFlow {
   reg: RegistrationPort;
   close(): void;
+  /** The user-agent core on the flow; a stand-in mechanism (policy simulations) has none, and so no line. */
+  core?: UserAgentCore;
+}
+
+/** Who a line's calls are from: what the registration on its flow used. */
+export interface LineIdentity {
+  aor: string;
+  epid: string;
+}
+
+/** A registered flow that can carry calls. */
+export interface Line {
+  readonly core: UserAgentCore;
+  readonly identity: LineIdentity;
+  /** The Contact for dialogs: the GRUU the registrar gave, else the Contact we registered. */
+  readonly contact: string;
+  /** "host:port" of the registrar the flow goes to. */
+  readonly registrar: string;
+  /**
+   * A call in progress on this line: while any keep is held, a replaced or failed registration
+   * leaves the flow open (draining) until the keep is released. Call the returned function once.
+   */
+  keep(): () => void;
+}
+
+export type LineEvent =
+  | { type: "line"; line: Line }
+  | {
+      type: "line-lost";
+      line: Line;
+      /** replaced: failback/failover moved the account; lost: the registration failed; stopped. */
+      reason: "replaced" | "lost" | "stopped";
+      /** The flow stays open for the calls in progress (kept) and closes when they end. */
+      draining: boolean;
+    };
+
+class FlowLine implements Line {
+  private keeps = 0;
+  private closer: (() => void) | undefined;
+
+  constructor(
+    readonly core: UserAgentCore,
+    readonly identity: LineIdentity,
+    readonly contact: string,
+    readonly registrar: string,
+  ) {}
+
+  keep(): () => void {
+    this.keeps++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.keeps--;
+      if (this.keeps === 0) this.closeNow();
+    };
+  }
+
+  get kept(): boolean {
+    return this.keeps > 0;
+  }
+
+  /** `close` now, or once the last keep is released; true when deferred. */
+  closeWhenFree(close: () => void): boolean {
+    if (this.keeps === 0) {
+      close();
+      return false;
+    }
+    this.closer = close;
+    return true;
+  }
+
+  closeNow(): void {
+    const c = this.closer;
+    this.closer = undefined;
+    c?.();
+  }
 }
 
 interface Live {
@@ -125,10 +215,31 @@ interface Live {
   target: RegistrarAddress;
   /** A 2xx has bound us here: losing this flow loses a working registration. */
   up?: boolean;
+  core?: UserAgentCore;
+  /** Handed out at the first `registered` on this flow. */
+  line?: FlowLine;
+}
+
+/**
+ * The Contact buildRegister (sip/registration/register-request.ts) registers for a flow: the
+ * dialog Contact when the registrar gave no GRUU (the lab's does not).
+ */
+function registeredContact(local: { address: string; port: number }, epid: string): string {
+  const host = local.address.includes(":") ? `[${local.address}]` : local.address;
+  return `sip:${host}:${local.port};transport=tls;ms-opaque=${epid}`;
+}
+
+/** The flow itself failed: nothing on it can go on, so there is nothing to drain. */
+function flowFailed(error: HandsetError): boolean {
+  return error instanceof TransportError || error.code === "registrar-timeout";
 }
 
 export class Account {
   readonly status = new Emitter<AccountStatus>();
+  /** The account's line as it comes and goes (see the header). */
+  readonly lines = new Emitter<LineEvent>();
+  /** Replaced or failed lines whose flows stay open for the calls on them. */
+  private readonly draining = new Set<FlowLine>();
   private list: RegistrarAddress[];
   private index = 0;
   private rounds = 0;
@@ -158,6 +269,11 @@ export class Account {
     return this.last;
   }
 
+  /** The line new calls go on: the current registration's, once bound. */
+  get line(): Line | undefined {
+    return this.current?.line;
+  }
+
   start(): void {
     if (!this.stopped) return;
     if (this.list.length === 0) {
@@ -179,7 +295,12 @@ export class Account {
     this.abortSide();
     const cur = this.current;
     this.current = undefined;
+    // Stopping means stopping: draining flows close too (their calls end).
+    for (const line of [...this.draining]) line.closeNow();
     if (cur) {
+      // Said before the de-REGISTER, while the flow still carries the calls' BYEs.
+      if (cur.line)
+        this.lines.emit({ type: "line-lost", line: cur.line, reason: "stopped", draining: false });
       if (opts.unregister) await cur.reg.unregister().catch(() => false);
       cur.reg.stop();
       cur.close();
@@ -189,7 +310,34 @@ export class Account {
 
   /** Pending timers and flows, for leak checks in soak tests. */
   get openFlows(): number {
-    return (this.current ? 1 : 0) + (this.side ? 1 : 0);
+    return (this.current ? 1 : 0) + (this.side ? 1 : 0) + this.draining.size;
+  }
+
+  /**
+   * `live` is no longer the account's: says "line-lost" (when it had a line), then runs `close`
+   * now, or, when `mayDrain` and a call keeps the line, once the last call ends.
+   */
+  private retire(live: Live, reason: "replaced" | "lost", mayDrain: boolean, close: () => void): void {
+    const line = live.line;
+    if (!line) {
+      close();
+      return;
+    }
+    const draining = mayDrain && line.kept;
+    this.lines.emit({ type: "line-lost", line, reason, draining });
+    if (!draining) {
+      close();
+      return;
+    }
+    this.o.logger.info("a call keeps the old flow open; closing it when the call ends", {
+      registrar: line.registrar,
+      reason,
+    });
+    this.draining.add(line);
+    line.closeWhenFree(() => {
+      this.draining.delete(line);
+      close();
+    });
   }
 
   private report(s: AccountStatus): void {
@@ -228,7 +376,7 @@ export class Account {
       trustedRoots: this.o.trustedRoots,
       innerTls: this.o.innerTls,
     });
-    return { reg, close: () => core.close() };
+    return { reg, close: () => core.close(), core };
   }
 
   /**
@@ -260,8 +408,8 @@ export class Account {
       flow.close();
       return;
     }
-    const { reg, close } = this.mechanismOn(flow);
-    this.current = { reg, close, target };
+    const { reg, close, core } = this.mechanismOn(flow);
+    this.current = { reg, close, target, ...(core ? { core } : {}) };
     reg.on((e) => {
       if (gen !== this.generation) return;
       this.o.onRegistrationEvent?.(e, where);
@@ -276,7 +424,17 @@ export class Account {
       case "registered": {
         this.rounds = 0;
         this.unsignedRetried = false;
-        if (this.current) this.current.up = true;
+        const cur = this.current;
+        if (cur) {
+          cur.up = true;
+          if (cur.core && !cur.line) {
+            // The first binding on this flow: it can carry calls now (a refresh keeps the same line).
+            const { aor, epid } = this.o.endpoint;
+            const contact = e.gruu ?? registeredContact(cur.core.flow.local, epid);
+            cur.line = new FlowLine(cur.core, { aor, epid }, contact, where);
+            this.lines.emit({ type: "line", line: cur.line });
+          }
+        }
         const home = this.index === 0;
         const limited = !home || !e.connectedToPrimary || !e.userServicesAvailable;
         this.report({
@@ -304,7 +462,8 @@ export class Account {
     }
   }
 
-  private drop(): void {
+  /** The current registration is over; its flow drains when `mayDrain` and a call keeps it. */
+  private drop(mayDrain: boolean): void {
     const cur = this.current;
     this.current = undefined;
     this.probeTimer?.cancel();
@@ -312,12 +471,12 @@ export class Account {
     this.abortSide();
     if (cur) {
       cur.reg.stop();
-      cur.close();
+      this.retire(cur, "lost", mayDrain, () => cur.close());
     }
   }
 
   private onRedirect(targets: RegistrarTarget[]): void {
-    this.drop();
+    this.drop(true);
     const [p, b] = targets;
     const primary: RegistrarAddress = { host: p!.host, port: p!.port, source: "redirect-primary" };
     const backup: RegistrarAddress | undefined = b
@@ -352,7 +511,7 @@ export class Account {
     preferred?: { host: string; port: number },
   ): void {
     const lostRegistration = this.current?.up === true;
-    this.drop();
+    this.drop(!flowFailed(error));
     if (this.stopped) return;
     // A registrar refusing our certificate (revoked, or no longer published for the user) will not
     // change its mind on retry: only a new sign-in helps.
@@ -450,8 +609,14 @@ export class Account {
       flow.close();
       return;
     }
-    const { reg, close } = this.mechanismOn(flow);
-    const side = { reg, close, target: home, deadline: undefined as TimerHandle | undefined };
+    const { reg, close, core } = this.mechanismOn(flow);
+    const side = {
+      reg,
+      close,
+      target: home,
+      deadline: undefined as TimerHandle | undefined,
+      ...(core ? { core } : {}),
+    };
     this.side = side;
     const notBack = (why: string) => {
       if (this.side !== side) return;
@@ -487,26 +652,35 @@ export class Account {
     this.probeTimer = undefined;
     const old = this.current;
     this.generation++;
-    this.current = { reg: side.reg, close: side.close, target: side.target, up: true };
+    this.current = {
+      reg: side.reg,
+      close: side.close,
+      target: side.target,
+      up: true,
+      ...(side.core ? { core: side.core } : {}),
+    };
     this.index = 0;
     this.rounds = 0;
     this.o.logger.info("home registrar accepted a signed REGISTER; failing back", {
       registrar: this.key(side.target),
     });
-    this.onRegistrationEvent(e, side.target);
     if (old) {
-      // No binding left behind on the backup: a signed de-REGISTER, then close.
-      old.reg
-        .unregister()
-        .catch(() => false)
-        .then(() => {
-          old.reg.stop();
-          old.close();
-        })
-        .catch((err: unknown) =>
-          this.o.logger.error("closing the backup registration failed", { error: String(err) }),
-        );
+      // No binding left behind on the backup: a signed de-REGISTER, then close; while a call is
+      // up on the backup's flow, only once it ends (the backup keeps refreshing until then).
+      this.retire(old, "replaced", true, () => {
+        old.reg
+          .unregister()
+          .catch(() => false)
+          .then(() => {
+            old.reg.stop();
+            old.close();
+          })
+          .catch((err: unknown) =>
+            this.o.logger.error("closing the backup registration failed", { error: String(err) }),
+          );
+      });
     }
+    this.onRegistrationEvent(e, side.target);
     return this.generation;
   }
 

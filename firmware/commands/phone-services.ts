@@ -18,6 +18,7 @@ import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../platform/tls-flow.ts";
 import { PinTicketCache } from "../provisioning/ticket-cache.ts";
 import type { FlowConnector } from "../sip/flow.ts";
+import type { MediaPortFactory } from "../sip/session/media-port.ts";
 import type { InnerTls } from "../sip/tls-dsk/engine.ts";
 import {
   type IdentityRecord,
@@ -94,6 +95,11 @@ export function createPhoneServices(o: {
   network?: () => { interface?: string; ip?: string; mac?: string };
   /** Certificate lifecycle events (renewal due, renewed, revoked, expired), e.g. for the fleet. */
   onCertificate?: (e: { type: string }) => void;
+  /**
+   * The media port of each call (firmware/platform/call-media.ts). Absent: the phone registers
+   * and shows its line, but places and takes no calls.
+   */
+  media?: MediaPortFactory;
 }): PhoneServices & { diagnostics(): Promise<Diagnostics> } {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
@@ -133,6 +139,7 @@ export function createPhoneServices(o: {
 
   return {
     version: VERSION,
+    ...(o.media ? { media: o.media } : {}),
 
     async discover(): Promise<DiscoveryResult> {
       const problems: DiscoveryError[] = [];
@@ -232,7 +239,7 @@ export function createPhoneServices(o: {
       return { uri: result.uri };
     },
 
-    register(d, onStatus) {
+    register(d, onStatus, onLine) {
       let account: Account | undefined;
       let lifecycle: CertificateLifecycle | undefined;
       let stopped = false;
@@ -301,6 +308,8 @@ export function createPhoneServices(o: {
           },
           [...saved, ...d.registrars.map(address)],
         );
+        // The account's line (a registered flow's core, identity and Contact): the phone's calls.
+        if (onLine) account.lines.on(onLine);
         account.status.on((s: AccountStatus) => {
           if (s.state === "stopped" || stopped) return;
           const judgedByOurClock = s.error?.code?.startsWith("certificate-required") === true;

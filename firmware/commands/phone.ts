@@ -4,7 +4,7 @@
  * (--json prints them one per line). The development demo (test/dev/) drives the same runPhone.
  */
 import { readFile } from "node:fs/promises";
-import { hostname } from "node:os";
+import { hostname, networkInterfaces } from "node:os";
 import { createPiBoardFromEnvironment } from "../../board/pi/pi-board.ts";
 import {
   attachTerminalView,
@@ -219,6 +219,9 @@ export async function runPhone(
     if (e.event !== "display" || out.json || !process.stdout.isTTY) out.event(e);
     if (e.event === "display") screen = e.lines;
     link?.onPhoneEvent(e);
+    // A call ending (or the dial screen closing) may be the idle moment deferred fleet commands
+    // and idle configuration wait for: the link only looks again on state changes otherwise.
+    if (e.event === "call" && (e.state === "idle" || e.state === "ended")) link?.agent.idleChanged();
     if (e.event !== "state") return;
     if (ready) systemd?.status(statusLine(e));
     else systemd?.ready(statusLine(e));
@@ -427,6 +430,17 @@ async function fleetFromConfig(
   };
 }
 
+/**
+ * media.address unset: the first non-loopback IPv4 address, which on a desk phone with one
+ * Ethernet port is the one the registrar reaches. Loopback when there is none (a lab on one host).
+ */
+function firstIpv4Address(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return "127.0.0.1";
+}
+
 export async function runCommand(argv: string[], out: Output): Promise<number> {
   const f = parseFlags(argv, RUN_SPEC.flags);
   const path = required(f, "config");
@@ -439,7 +453,7 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
     if (!(err instanceof InputError)) throw err;
     throw new ConfigError("storeDir", err.message.replace(/^storeDir /, "")).inFile(path);
   }
-  const config = phoneConfigFrom(file, trustedRoots);
+  const config = phoneConfigFrom(file, trustedRoots, firstIpv4Address());
   const fleet = await fleetFromConfig(file, path, trustedRoots);
   const logging = phoneLogging(out, { verbose: f["verbose"] === true, level: file["log.level"] });
   const logger = logging.logger;

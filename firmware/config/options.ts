@@ -169,6 +169,19 @@ export const OPTIONS = {
     ),
     "idle",
   ),
+  "media.srtp": withDefault(
+    oneOf("required", "optional", "off"),
+    "required",
+    'Call media encryption, as Lync\'s EncryptionLevel: "required" offers RTP/SAVP and refuses a peer without SRTP (488), "optional" offers RTP/AVP with a=crypto and takes either, "off" plain RTP.',
+  ),
+  "media.address": optional(
+    text({
+      pattern: /^\d{1,3}(?:\.\d{1,3}){3}$/,
+      type: "IPv4 address",
+      what: "an IPv4 address",
+    }),
+    "The address calls' RTP is received on and named in the SDP (c=). Unset: the first non-loopback IPv4 address of the phone's interfaces when the phone starts.",
+  ),
   "mqtt.brokers": optional(
     listOf(brokerUrl, { nonEmpty: true }),
     'The MQTT brokers (cluster members), tried in turn with jittered backoff, e.g. ["mqtts://mqtt1.contoso.com:8883"]. Unset: no fleet connection. Needs mqtt.username + mqtt.passwordFile or mqtt.cert + mqtt.key: never anonymous.',

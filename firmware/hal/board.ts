@@ -1,3 +1,4 @@
+import type { AudioDevice } from "./audio.ts";
 import type { DisplaySink } from "./display.ts";
 import type { HookSwitch, Indicators } from "./indicators.ts";
 import type { KeySource } from "./keys.ts";
@@ -9,6 +10,8 @@ export interface Board {
   display: DisplaySink;
   hook: HookSwitch;
   indicators: Indicators;
+  /** The handset's microphone and earpiece; a board without one registers but cannot carry calls' audio. */
+  audio?: AudioDevice;
   start(): Promise<void>;
   stop(): Promise<void>;
 }

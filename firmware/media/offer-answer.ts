@@ -14,7 +14,8 @@
  *   (RFC 3264 §6: same number and order of m= lines); common codecs in the offerer's order and
  *   with its payload types; telephone-event and CN if offered; the first a=crypto line we can use,
  *   answered with the same tag and suite and a key of our own; the direction mirrored
- *   (sendonly → recvonly, recvonly → sendonly, inactive → inactive). Anything we cannot accept
+ *   (sendonly → recvonly, recvonly → sendonly, inactive → inactive); a=rtcp-mux repeated when offered
+ *   (RFC 5761: the socket tells RTCP from RTP on one port anyway). Anything we cannot accept
  *   is a typed refusal the SIP layer turns into 488 Not Acceptable Here.
  * - checkAnswer: whether an answer to our offer keeps to it (formats we offered, a crypto tag
  *   and suite we offered, the profile our policy allows) and what was agreed.
@@ -39,6 +40,7 @@ import {
   attributeValues,
   type Direction,
   fmtpOf,
+  hasAttribute,
   mediaConnection,
   mediaDirection,
   parseRtpmap,
@@ -136,6 +138,11 @@ export interface NegotiatedAudio {
   srtp: NegotiatedSrtp | undefined;
   /** The SSRCs the peer will send with (a=x-ssrc-range), when it says. */
   remoteSsrcRange: { first: number; last: number } | undefined;
+  /**
+   * RTCP shares the RTP port both ways (RFC 5761): the offer said a=rtcp-mux and the answer
+   * repeated it. Our offers do not ask for it (both ports are bound anyway); our answers accept it.
+   */
+  rtcpMux: boolean;
 }
 
 export type OfferAnswerErrorCode =
@@ -329,6 +336,8 @@ function rtcpPortOf(media: SdpMedia): number {
   return port >= 1 && port <= 65535 ? port : media.port + 1;
 }
 
+const muxes = (media: SdpMedia): boolean => hasAttribute(media.attributes, "rtcp-mux");
+
 function ptimeOf(media: SdpMedia): number | undefined {
   const v = attributeValue(media.attributes, "ptime");
   return v !== undefined && /^[0-9]{1,4}$/.test(v) && Number(v) > 0 ? Number(v) : undefined;
@@ -408,6 +417,7 @@ function audioAttributes(
   cryptos: readonly SdesCrypto[],
   formats: MatchedFormats,
   direction: Direction,
+  rtcpMux = false,
 ): SdpAttribute[] {
   return [
     { name: "x-ssrc-range", value: `${transport.ssrc}-${transport.ssrc}` },
@@ -415,6 +425,7 @@ function audioAttributes(
     ...cryptos.map((c) => ({ name: "crypto", value: formatCrypto(c) })),
     { name: "encryption", value: ENCRYPTION_WORD[policy] },
     { name: "rtcp", value: `${transport.rtcpPort ?? transport.port + 1}` },
+    ...(rtcpMux ? [{ name: "rtcp-mux", value: undefined }] : []),
     ...rtpmapLines(formats, undefined),
     { name: "ptime", value: `${PTIME}` },
     { name: direction, value: undefined },
@@ -591,6 +602,8 @@ export class LocalSession {
 
     const theirs = remoteDirection(offer, media, address);
     const direction = directionOf(receives(theirs) && sends(wish), sends(theirs) && receives(wish));
+    // RFC 5761 §5.1.1: the answerer that can mux says so, and then must.
+    const rtcpMux = muxes(media);
     const section: SdpMedia = {
       media: "audio",
       port: transport.port,
@@ -602,7 +615,7 @@ export class LocalSession {
       connections: [],
       bandwidths: [],
       key: undefined,
-      attributes: audioAttributes(transport, caps.srtp, ours ? [ours] : [], formats, direction),
+      attributes: audioAttributes(transport, caps.srtp, ours ? [ours] : [], formats, direction, rtcpMux),
     };
     return {
       section,
@@ -619,6 +632,7 @@ export class LocalSession {
         srtp: srtp &&
           ours && { suite: srtp.suite, tag: srtp.tag, local: ours.keys[0]!, remote: srtp.keys[0]! },
         remoteSsrcRange: ssrcRangeOf(media),
+        rtcpMux,
       },
     };
   }
@@ -759,6 +773,8 @@ export function checkAnswer(offer: LocalOffer, answer: SessionDescription): Answ
       remotePtime: ptimeOf(m),
       srtp,
       remoteSsrcRange: ssrcRangeOf(m),
+      // Only what both said (RFC 5761 §5.1.1): an answer cannot mux what the offer kept apart.
+      rtcpMux: muxes(ours) && muxes(m),
     },
   };
 }

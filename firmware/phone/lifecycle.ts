@@ -4,7 +4,8 @@
  * a bug in the phone, never a condition of the network, so it throws a plain Error.
  *
  * UI modes are sub-states: the sign-in form (extension, then PIN) lives inside
- * `sign-in-required`; the menu family overlays the idle and failed states and the sign-in form.
+ * `sign-in-required`; the menu family overlays the idle and failed states and the sign-in form;
+ * the call screens overlay the signed-in states.
  */
 export type PhoneState =
   | "booting"
@@ -75,12 +76,30 @@ export type UiMode =
   | "confirm-sign-out"
   | "signing-out"
   | "confirm-reset"
-  | "resetting";
+  | "resetting"
+  // Calls (firmware/phone/calls.ts): the dial screen, the call's screens by phase, the blind
+  // transfer's number, the missed-calls list, and the message a call leaves when it ends.
+  | "dial"
+  | "outgoing"
+  | "incoming"
+  | "in-call"
+  | "transfer"
+  | "missed"
+  | "call-ended";
 
 /** The menu family that an admin needs before anyone signed in too (diagnostics, factory reset). */
 const ADMIN_MODES: readonly UiMode[] = ["menu", "network-info", "about", "confirm-reset", "resetting"];
 const SIGNED_IN_MODES: readonly UiMode[] = ["confirm-sign-out", "signing-out"];
 const MENU_STATES: readonly PhoneState[] = ["registering", "registered", "limited", "failed"];
+export const CALL_MODES: readonly UiMode[] = [
+  "dial",
+  "outgoing",
+  "incoming",
+  "in-call",
+  "transfer",
+  "missed",
+  "call-ended",
+];
 
 /**
  * Whether a UI mode may be shown in a lifecycle state: the form only when signed out; the menu
@@ -90,6 +109,9 @@ export function uiAllowed(state: PhoneState, ui: UiMode): boolean {
   if (ui === "extension" || ui === "pin") return state === "sign-in-required";
   if (ADMIN_MODES.includes(ui)) return MENU_STATES.includes(state) || state === "sign-in-required";
   if (SIGNED_IN_MODES.includes(ui)) return MENU_STATES.includes(state);
+  // A call outlives a registration moving (failover: registering, even failed, while the old
+  // flow drains), so its screens stay in every state someone is signed in.
+  if (CALL_MODES.includes(ui)) return MENU_STATES.includes(state);
   return state !== "sign-in-required";
 }
 

@@ -6,6 +6,14 @@
  * the world only through the ports it is given: the board's parts, PhoneServices, Clock,
  * Random and Logger.
  *
+ * Calls (calls.ts does the calls, call-screens.ts draws them): one CallAgent per line the
+ * registration hands out; the hook switch and the keys drive the dial, call, transfer and missed
+ * screens (keymap.ts). While a call rings, the message-waiting LED blinks (the board has no LED
+ * of its own for it; a VVX flashes its message LED the same way), the `ringer` rings and a
+ * `{event:"ring"}` says so. A call in progress, or someone at the dial screen, makes the phone
+ * not idle (isIdle): the fleet's disruptive commands wait; `{event:"call", state:"idle"}` says
+ * when that is over.
+ *
  * Retry policy (a desk phone never gives up, but never guesses a PIN):
  * - discovery, clock, network/TLS/time failures of sign-in, and registration failures the
  *   policy does not retry itself → `failed`, then again after backoffDelay (+ jitter);
@@ -22,10 +30,17 @@ import type { Random } from "../core/random.ts";
 import type { DisplaySink } from "../hal/display.ts";
 import type { HookSwitch, IndicatorState, Indicators } from "../hal/indicators.ts";
 import type { KeyEvent, KeySource } from "../hal/keys.ts";
-import { type Command, commandFor } from "./keymap.ts";
+import { CallDesk, type CallEnd, type DeskEvent, dialUri } from "./calls.ts";
+import { type Command, commandFor, hookCommand } from "./keymap.ts";
 import { assertTransition, type PhoneState, type UiMode, uiAllowed } from "./lifecycle.ts";
 import { formatClock, infoPages, menuItems, type PhoneView, type RetryStep, render } from "./screens.ts";
-import type { DiscoveryResult, PhoneServices, RegistrationHandle, RegistrationStatus } from "./services.ts";
+import type {
+  DiscoveryResult,
+  LineEvent,
+  PhoneServices,
+  RegistrationHandle,
+  RegistrationStatus,
+} from "./services.ts";
 import { appendDigit, backspace, EXTENSION_MAX, PIN_MAX } from "./text-entry.ts";
 
 export type PhoneEvent =
@@ -39,13 +54,38 @@ export type PhoneEvent =
       retryInMs?: number;
     }
   | { event: "display"; lines: string[] }
-  | { event: "error"; code: string; message: string };
+  | { event: "error"; code: string; message: string }
+  /**
+   * A call's progress (calling, ringing there, ringing here, connected, held, ended), a missed
+   * call, and `idle` once no call is up and no one is at the dial screen any more.
+   */
+  | {
+      event: "call";
+      state: "calling" | "ringing" | "incoming" | "connected" | "held" | "ended" | "missed" | "idle";
+      direction?: "outgoing" | "incoming";
+      /** The other end's number (user part of its URI). */
+      remote?: string;
+      reason?: string;
+      status?: number;
+      durationMs?: number;
+    }
+  /** The ringer turned on or off (an incoming call rings, is answered, ends). */
+  | { event: "ring"; on: boolean };
+
+/** A ring tone: the board's speaker or buzzer. Absent: the LED and the ring event only. */
+export interface Ringer {
+  ring(on: boolean): void;
+}
+
+/** Digits typed on the dial screen (an E.164 number with room for a prefix). */
+const DIAL_MAX = 24;
 
 export interface PhoneOptions {
   keys: KeySource;
   display: DisplaySink;
   indicators: Indicators;
   hook?: HookSwitch;
+  ringer?: Ringer;
   services: PhoneServices;
   clock: Clock;
   random: Random;
@@ -57,6 +97,10 @@ export interface PhoneOptions {
     clockRetry?: BackoffOptions;
     /** Local time offset for the idle screen's clock (default 0 = UTC). */
     utcOffsetMinutes?: number;
+    /** The dial screen calls the number typed after this long without a key (default 5 000; 0: never). */
+    dialTimeoutMs?: number;
+    /** How long the call-ended screen shows before idle (default 3 000). */
+    endedScreenMs?: number;
   };
 }
 
@@ -103,6 +147,21 @@ export class Phone {
   private readonly utcOffsetMinutes: number;
   private readonly keys: KeySource;
   private readonly hook: HookSwitch | undefined;
+  private readonly ringer: Ringer | undefined;
+  private readonly desk: CallDesk;
+  private readonly dialTimeoutMs: number;
+  private readonly endedScreenMs: number;
+  /** The number on the dial or transfer screen. */
+  private dialText = "";
+  private dialTimer: TimerHandle | undefined;
+  private endedTimer: TimerHandle | undefined;
+  /** Re-renders the in-call screen when the call timer's second changes. */
+  private callTick: TimerHandle | undefined;
+  private ended: CallEnd | undefined;
+  private missedIndex = 0;
+  /** The last call event's state, so a re-render does not repeat it. */
+  private lastCallState: string | undefined;
+  private callBusy = false;
 
   private current: PhoneState = "booting";
   private ui: UiMode = "none";
@@ -144,6 +203,7 @@ export class Phone {
     this.display = o.display;
     this.indicators = o.indicators;
     this.hook = o.hook;
+    this.ringer = o.ringer;
     this.services = o.services;
     this.clock = o.clock;
     this.random = o.random;
@@ -151,6 +211,27 @@ export class Phone {
     this.backoff = o.options?.autoRetry ?? defaultBackoff;
     this.clockBackoff = o.options?.clockRetry ?? DEFAULT_CLOCK_RETRY;
     this.utcOffsetMinutes = o.options?.utcOffsetMinutes ?? 0;
+    this.dialTimeoutMs = o.options?.dialTimeoutMs ?? 5_000;
+    this.endedScreenMs = o.options?.endedScreenMs ?? 3_000;
+    this.desk = new CallDesk({
+      clock: o.clock,
+      random: o.random,
+      logger: this.log,
+      ...(o.services.media ? { media: o.services.media } : {}),
+    });
+    this.desk.events.on((e) => {
+      if (this.running) this.onDesk(e);
+    });
+  }
+
+  /** A call is up (ringing here or there, connected): what the fleet's "in call" is. */
+  get inCall(): boolean {
+    return this.desk.busy;
+  }
+
+  /** The calls' part of the phone, for tests and diagnostics (missed list, last number). */
+  get calls(): CallDesk {
+    return this.desk;
   }
 
   get state(): PhoneState {
@@ -167,8 +248,7 @@ export class Phone {
     if (this.running) return;
     this.running = true;
     this.unsubscribe.push(this.keys.onKey((e) => this.onKey(e)));
-    if (this.hook)
-      this.unsubscribe.push(this.hook.onChange((off) => this.log.debug("hook", { offHook: off })));
+    if (this.hook) this.unsubscribe.push(this.hook.onChange((off) => this.onHook(off)));
     this.display.setBacklight(true);
     this.indicators.messageWaiting.set("off");
     this.log.info("state", { to: "booting", version: this.services.version });
@@ -191,16 +271,20 @@ export class Phone {
     this.minuteTimer?.cancel();
     this.countdownTimer?.cancel();
     this.countdownTimer = undefined;
+    this.clearCallTimers();
     for (const u of this.unsubscribe.splice(0)) u();
+    this.desk.stop();
     await this.stopRegistration();
   }
 
   /**
    * Whether a disruptive remote operation (reboot, sign-out, reprovision, a config that restarts
    * the core) may run now: not while a sign-in is in flight or someone is typing one, not while
-   * the phone signs out or resets. (Calls, once they exist, will count here too.)
+   * the phone signs out or resets, not while a call is up (ringing either way, connected) or
+   * someone is at the dial or transfer screen.
    */
   isIdle(): boolean {
+    if (this.callBusyNow()) return false;
     if (this.current === "signing-in" || this.current === "provisioned") return false;
     if (this.ui === "signing-out" || this.ui === "resetting") return false;
     // Someone at the keypad mid-way through extension and PIN: do not pull the form away.
@@ -260,6 +344,20 @@ export class Phone {
       if (retryAt !== undefined) v.failure.retryInMs = Math.max(0, retryAt - this.clock.monotonic());
     }
     if (this.info) v.info = this.info;
+    const d = this.desk;
+    if (d.hasLine || d.busy || d.missed.length > 0 || this.ended) {
+      const call = d.view();
+      v.calls = {
+        lineUp: d.hasLine,
+        unseenMissed: d.unseenMissed,
+        dialText: this.dialText,
+        missed: d.missed,
+        missedIndex: this.missedIndex,
+        timeOf: (at) => formatClock(at, this.utcOffsetMinutes).slice(-5),
+        ...(call ? { call } : {}),
+        ...(this.ended ? { ended: this.ended } : {}),
+      };
+    }
     return v;
   }
 
@@ -439,10 +537,19 @@ export class Phone {
     void this.stopRegistration().catch(this.logFailure("stopRegistration"));
     const reg: { token: number; handle?: RegistrationHandle } = { token: ++this.regToken };
     this.registration = reg;
+    // A line lost always reaches the desk (also while stop() runs: its calls end); a new one only
+    // while this registration is the phone's.
+    const onLine = (e: LineEvent) => {
+      if (e.type === "line-lost" || (this.registration === reg && this.running)) this.desk.onLine(e);
+    };
     try {
-      const handle = this.services.register(d, (s) => {
-        if (this.registration === reg && this.running) this.onRegistrationStatus(s);
-      });
+      const handle = this.services.register(
+        d,
+        (s) => {
+          if (this.registration === reg && this.running) this.onRegistrationStatus(s);
+        },
+        onLine,
+      );
       if (this.registration === reg) reg.handle = handle;
       else
         void handle.stop().catch((err) => this.log.warn("stop failed", { code: asHandsetError(err).code }));
@@ -619,11 +726,24 @@ export class Phone {
               : "";
         if (this.ui === "extension") this.extension = edit(this.extension, EXTENSION_MAX);
         else if (this.ui === "pin") this.pin = edit(this.pin, PIN_MAX);
+        else if (this.ui === "dial" || this.ui === "transfer") {
+          this.dialText = edit(this.dialText, DIAL_MAX);
+          this.armDialTimer();
+        }
         this.notice = undefined;
         this.refresh();
         return;
       }
       case "rubout":
+        if (this.ui === "dial" || this.ui === "transfer") {
+          if (this.dialText) {
+            this.dialText = backspace(this.dialText);
+            this.armDialTimer();
+            this.refresh();
+          } else if (this.ui === "dial") this.closeCallScreen();
+          else this.setUi("in-call");
+          return;
+        }
         if (this.ui !== "pin") return;
         if (!this.pin) {
           this.notice = undefined;
@@ -667,7 +787,10 @@ export class Phone {
       case "up":
       case "down": {
         const step = cmd.kind === "up" ? -1 : 1;
-        if (this.ui === "menu") {
+        if (this.ui === "missed") {
+          const n = this.desk.missed.length;
+          if (n > 0) this.missedIndex = Math.min(n - 1, Math.max(0, this.missedIndex + step));
+        } else if (this.ui === "menu") {
           const n = menuItems(this.current).length;
           this.menuIndex = (this.menuIndex + step + n) % n;
         } else if (this.ui === "network-info" && this.info) {
@@ -695,7 +818,222 @@ export class Phone {
       case "retry-now":
         this.retry();
         return;
+      default:
+        this.executeCall(cmd);
     }
+  }
+
+  // ── calls ────────────────────────────────────────────────────────────────────────────────
+
+  private executeCall(cmd: Command): void {
+    const desk = this.desk;
+    switch (cmd.kind) {
+      case "open-dial":
+        if (!desk.canCall) return;
+        this.ended = undefined;
+        this.endedTimer?.cancel();
+        this.dialText = cmd.digit ?? "";
+        this.setUi("dial");
+        this.armDialTimer();
+        return;
+      case "place-call":
+        if (!this.dialText) {
+          this.redial();
+          return;
+        }
+        this.placeCall(this.dialText);
+        return;
+      case "redial":
+        this.redial();
+        return;
+      case "open-missed":
+        desk.markMissedSeen();
+        this.missedIndex = 0;
+        this.ended = undefined;
+        this.setUi("missed");
+        return;
+      case "call-back": {
+        const m = desk.missed[this.missedIndex];
+        if (!m?.uri) return;
+        this.startCall(() => desk.dial({ uri: m.uri, label: m.number }));
+        return;
+      }
+      case "answer":
+        desk.answer();
+        return;
+      case "reject":
+        desk.reject(603);
+        return;
+      case "hang-up":
+        desk.hangUp();
+        return;
+      case "toggle-hold":
+        desk.toggleHold();
+        return;
+      case "toggle-mute":
+        desk.toggleMute();
+        return;
+      case "open-transfer":
+        if (desk.view()?.phase !== "connected") return;
+        this.dialText = "";
+        this.setUi("transfer");
+        return;
+      case "transfer": {
+        const aor = desk.aor ?? this.uri;
+        if (!this.dialText || !aor) return;
+        const target = { uri: dialUri(this.dialText, aor), label: this.dialText };
+        this.dialText = "";
+        this.setUi("in-call");
+        desk.transfer(target);
+        return;
+      }
+      case "close-call-screen":
+        this.closeCallScreen();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onHook(offHook: boolean): void {
+    if (!this.running) return;
+    this.log.debug("hook", { offHook });
+    const cmd = hookCommand(this.current, this.ui, offHook);
+    if (cmd) this.execute(cmd);
+  }
+
+  private placeCall(digits: string): void {
+    const aor = this.desk.aor;
+    if (!aor) return;
+    this.startCall(() => this.desk.dial({ uri: dialUri(digits, aor), label: digits }));
+  }
+
+  private redial(): void {
+    const last = this.desk.lastDialled;
+    if (last) this.startCall(() => this.desk.dial(last));
+  }
+
+  /** Leaves the dial screen (or idle) for the call's screen, which the desk's events then keep. */
+  private startCall(dial: () => boolean): void {
+    if (!this.desk.canCall) return;
+    this.dialTimer?.cancel();
+    this.dialTimer = undefined;
+    this.ended = undefined;
+    this.endedTimer?.cancel();
+    this.dialText = "";
+    if (!dial()) this.refresh();
+  }
+
+  private closeCallScreen(): void {
+    this.dialTimer?.cancel();
+    this.dialTimer = undefined;
+    this.endedTimer?.cancel();
+    this.endedTimer = undefined;
+    this.dialText = "";
+    this.ended = undefined;
+    this.setUi("none");
+  }
+
+  /** The dial screen's own "send" after a pause in typing (a VVX's digit-map timeout). */
+  private armDialTimer(): void {
+    this.dialTimer?.cancel();
+    this.dialTimer = undefined;
+    if (this.ui !== "dial" || !this.dialText || this.dialTimeoutMs <= 0) return;
+    this.dialTimer = this.clock.setTimer(this.dialTimeoutMs, () => {
+      this.dialTimer = undefined;
+      if (this.running && this.ui === "dial" && this.dialText) this.placeCall(this.dialText);
+    });
+  }
+
+  private clearCallTimers(): void {
+    for (const t of [this.dialTimer, this.endedTimer, this.callTick]) t?.cancel();
+    this.dialTimer = this.endedTimer = this.callTick = undefined;
+  }
+
+  private onDesk(e: DeskEvent): void {
+    switch (e.type) {
+      case "ring":
+        this.indicators.messageWaiting.set(e.on ? "blink" : "off");
+        this.ringer?.ring(e.on);
+        this.events.emit({ event: "ring", on: e.on });
+        return;
+      case "incoming":
+      case "changed":
+        this.syncCallUi();
+        return;
+      case "ended": {
+        const end = e.end;
+        this.ended = end;
+        this.lastCallState = undefined;
+        this.events.emit({
+          event: "call",
+          state: "ended",
+          direction: end.direction,
+          remote: end.number,
+          reason: end.reason,
+          ...(end.status !== undefined ? { status: end.status } : {}),
+          durationMs: end.durationMs,
+        });
+        this.dialText = "";
+        this.dialTimer?.cancel();
+        this.endedTimer?.cancel();
+        if (uiAllowed(this.current, "call-ended")) {
+          this.setUi("call-ended");
+          this.endedTimer = this.clock.setTimer(this.endedScreenMs, () => {
+            this.endedTimer = undefined;
+            this.ended = undefined;
+            if (this.running && this.ui === "call-ended") this.setUi("none");
+          });
+        } else this.refresh();
+        return;
+      }
+      case "missed":
+        this.events.emit({
+          event: "call",
+          state: "missed",
+          direction: "incoming",
+          remote: e.missed.number,
+          ...(e.missed.busy ? { reason: "busy" } : {}),
+        });
+        this.refresh();
+        return;
+      case "lines":
+        this.refresh();
+        return;
+    }
+  }
+
+  /** The call's screen follows its phase; the transfer screen stays while the call is connected. */
+  private syncCallUi(): void {
+    const c = this.desk.view();
+    if (!c) return;
+    const ui: UiMode =
+      c.phase === "connected"
+        ? this.ui === "transfer"
+          ? "transfer"
+          : "in-call"
+        : c.phase === "incoming"
+          ? "incoming"
+          : "outgoing";
+    const state = c.phase === "connected" && (c.held || c.heldByPeer) ? "held" : c.phase;
+    if (state !== this.lastCallState) {
+      this.lastCallState = state;
+      this.events.emit({ event: "call", state, direction: c.direction, remote: c.number });
+    }
+    if (ui !== this.ui) {
+      if (this.ui === "dial") {
+        this.dialTimer?.cancel();
+        this.dialTimer = undefined;
+      }
+      if (ui !== "transfer") this.dialText = "";
+      this.ended = undefined;
+      this.endedTimer?.cancel();
+      this.setUi(ui);
+    } else this.refresh();
+  }
+
+  private callBusyNow(): boolean {
+    return this.desk.busy || this.ui === "dial" || this.ui === "transfer";
   }
 
   private openMenuItem(): void {
@@ -733,6 +1071,10 @@ export class Phone {
     const frame = render(this.view(), { cols: this.display.cols, rows: this.display.rows });
     const text = frame.lines.join("\n");
     this.syncCountdown();
+    this.syncCallTick();
+    const busy = this.callBusyNow();
+    if (this.callBusy && !busy) this.events.emit({ event: "call", state: "idle" });
+    this.callBusy = busy;
     if (text === this.lastFrame) return;
     this.lastFrame = text;
     this.display.show(frame);
@@ -758,6 +1100,23 @@ export class Phone {
     const inMs = ((left - 1) % 1000) + 1;
     this.countdownTimer = this.clock.setTimer(inMs, () => {
       this.countdownTimer = undefined;
+      this.refresh();
+    });
+  }
+
+  /** While the in-call screen shows a connected call, one timer re-renders it each second of the call. */
+  private syncCallTick(): void {
+    const c =
+      this.running && (this.ui === "in-call" || this.ui === "transfer") ? this.desk.view() : undefined;
+    if (c?.phase !== "connected") {
+      this.callTick?.cancel();
+      this.callTick = undefined;
+      return;
+    }
+    if (this.callTick) return;
+    const inMs = 1000 - ((c.connectedMs ?? 0) % 1000);
+    this.callTick = this.clock.setTimer(inMs, () => {
+      this.callTick = undefined;
       this.refresh();
     });
   }

@@ -11,6 +11,15 @@
  * status line, 1 row only the status line. Larger displays get blank rows below.
  */
 import type { DisplayFrame } from "../hal/display.ts";
+import {
+  type CallScreenView,
+  callBody,
+  dialBody,
+  endedBody,
+  missedBody,
+  softKeys,
+  transferBody,
+} from "./call-screens.ts";
 import type { PhoneState, UiMode } from "./lifecycle.ts";
 import { fieldLine, masked } from "./text-entry.ts";
 
@@ -37,6 +46,11 @@ export interface PhoneView {
   /** Network info pairs once loaded. */
   info?: Array<[string, string]>;
   infoPage: number;
+  /**
+   * Calls, once the phone has a line (calls.ts): the idle screen then shows the call soft keys
+   * and the missed calls not yet looked at; the call screens render from it.
+   */
+  calls?: CallScreenView & { lineUp: boolean; unseenMissed: number };
 }
 
 export type RetryStep = "discover" | "clock" | "sign-in" | "register";
@@ -195,6 +209,18 @@ function body(v: PhoneView, cols: number): [string, string, string] {
       ];
     case "resetting":
       return ["Resetting…", "", ""];
+    case "dial":
+      return v.calls ? dialBody(v.calls, cols) : ["", "", ""];
+    case "outgoing":
+    case "incoming":
+    case "in-call":
+      return v.calls ? callBody(v.calls, cols) : ["", "", ""];
+    case "transfer":
+      return v.calls ? transferBody(v.calls, cols) : ["", "", ""];
+    case "missed":
+      return v.calls ? missedBody(v.calls, cols) : ["", "", ""];
+    case "call-ended":
+      return v.calls ? endedBody(v.calls, cols) : ["Call ended", "", ""];
     case "none":
       return stateBody(v, cols);
   }
@@ -216,8 +242,16 @@ function stateBody(v: PhoneView, cols: number): [string, string, string] {
       return ["Signed in", v.uri ?? "", ""];
     case "registering":
     case "registered":
-    case "limited":
-      return [v.name ?? "", v.timeText, "Menu"];
+    case "limited": {
+      const c = v.calls;
+      if (!c?.lineUp && !c?.unseenMissed) return [v.name ?? "", v.timeText, "Menu"];
+      const missed = c.unseenMissed ? `${c.unseenMissed} missed` : "";
+      return [
+        spread(v.name ?? "", missed, cols).trimEnd(),
+        v.timeText,
+        softKeys(["Menu", "Dial", "Redial", "Missed"], cols),
+      ];
+    }
     case "failed": {
       const f = v.failure;
       const title = f ? (FAILURE_TITLE[f.code] ?? STEP_TITLE[f.step]) : "Failed";

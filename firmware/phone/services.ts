@@ -3,6 +3,10 @@
  * store, sign-in and registration code; tests bind them to scripted promises. Every failure is
  * a HandsetError whose `code` the phone maps to a screen (firmware/phone/screens.ts).
  */
+import type { Line, LineEvent } from "../accounts/account.ts";
+import type { MediaPortFactory } from "../sip/session/media-port.ts";
+
+export type { Line, LineEvent };
 
 /** What discovery found (DHCP options 43/120/42, DNS SRV, static config, cache). */
 export interface DiscoveryResult {
@@ -64,8 +68,21 @@ export interface PhoneServices {
    * error may carry `attemptsWarning` (server text about attempts left), which the phone shows.
    */
   signIn(o: SignInRequest): Promise<{ uri: string }>;
-  /** Starts the registration policy (failover etc. live behind it) and reports every change until stop(). */
-  register(d: DiscoveryResult, onStatus: (s: RegistrationStatus) => void): RegistrationHandle;
+  /**
+   * Starts the registration policy (failover etc. live behind it) and reports every change until
+   * stop(). `onLine` hears the account's line come and go (accounts/account.ts LineEvent): the
+   * phone places and takes calls on it.
+   */
+  register(
+    d: DiscoveryResult,
+    onStatus: (s: RegistrationStatus) => void,
+    onLine?: (e: LineEvent) => void,
+  ): RegistrationHandle;
+  /**
+   * Makes the media port of each call (firmware/platform/call-media.ts at the composition root).
+   * Absent: the phone places and takes no calls (a line alone cannot carry audio).
+   */
+  media?: MediaPortFactory;
   /**
    * A new key pair and certificate now (certificate-authenticated, no PIN), kept in flash; the
    * next registration uses it. Throws HandsetError (not-signed-in, server-unreachable, …).

@@ -30,6 +30,7 @@ import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { HandsetError } from "../core/errors.ts";
 import type { Random } from "../core/random.ts";
+import type { FrameSink, FrameSource } from "../hal/audio.ts";
 import type { AudioStream, AudioStreamStats, PlayoutFrame } from "../media/audio-stream.ts";
 import type { DtmfDigit } from "../media/dtmf.ts";
 import { type ToneComponent, ToneDetector, ToneGenerator } from "../media/tone.ts";
@@ -61,15 +62,8 @@ export interface RtpRemote {
   rtcpMux?: boolean;
 }
 
-/** Audio into the call: exactly `samples` samples each tick. */
-export interface FrameSource {
-  read(samples: number): Int16Array;
-}
-
-/** Audio out of the call, one frame each tick. */
-export interface FrameSink {
-  write(frame: PlayoutFrame): void;
-}
+// The audio contract is the hardware's (firmware/hal/audio.ts); re-exported for this file's users.
+export type { FrameSink, FrameSource };
 
 export interface MediaOptions {
   stream: AudioStream;

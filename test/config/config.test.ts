@@ -201,6 +201,8 @@ describe("phoneConfigFrom (the composition root reads the validated configuratio
     "mqtt.outboxSize": 50,
     "mqtt.outboxRatePerS": 5,
     "telemetry.intervalS": 60,
+    "media.srtp": "optional",
+    "media.address": "192.0.2.10",
   };
   /** Read by runCommand itself: the board it builds, the logging, the fleet link (fleet-link.ts). */
   const readByRun = (name: string) =>

@@ -105,7 +105,12 @@ export async function demoCommand(argv: string[], out: Output): Promise<number> 
     };
     if (typeof f["store"] !== "string") madeStore = await mkdtemp(join(tmpdir(), "handset-demo-"));
     const storeDir = typeof f["store"] === "string" ? f["store"] : madeStore!;
-    const config: PhoneConfig = { storeDir, trustedRoots: [lab.ca.cert], network };
+    const config: PhoneConfig = {
+      storeDir,
+      trustedRoots: [lab.ca.cert],
+      network,
+      media: { address: "127.0.0.1", srtp: "required" },
+    };
     const logging = phoneLogging(out, { verbose: f["verbose"] === true });
     return await runPhone(out, config, sim, sim, flags, logging.logger, undefined, {
       logging,

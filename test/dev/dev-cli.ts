@@ -4,13 +4,17 @@
  * (test/architecture/layers.test.ts checks it).
  */
 import { runEntry } from "../../firmware/cli.ts";
+import { CALL_TEST_SPEC, callTestCommand } from "./call-test.ts";
 import { DEMO_SPEC, demoCommand } from "./demo.ts";
 import { LAB_SPEC, labCommand } from "./lab-command.ts";
 
 export function runDevEntry(argv: string[]): Promise<number> {
   return runEntry(argv, {
-    commands: { demo: demoCommand, lab: labCommand },
-    specs: { demo: DEMO_SPEC, lab: LAB_SPEC },
-    usageNotes: ["", "demo and lab are development tools (test/dev/), never in the firmware image."],
+    commands: { demo: demoCommand, lab: labCommand, "call-test": callTestCommand },
+    specs: { demo: DEMO_SPEC, lab: LAB_SPEC, "call-test": CALL_TEST_SPEC },
+    usageNotes: [
+      "",
+      "demo, lab and call-test are development tools (test/dev/), never in the firmware image.",
+    ],
   });
 }

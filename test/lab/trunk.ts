@@ -14,9 +14,15 @@
  */
 import * as dgram from "node:dgram";
 import * as net from "node:net";
-import type { SipUri } from "../../firmware/sip/grammar/uri.ts";
+import { parseNameAddr } from "../../firmware/sip/grammar/name-addr.ts";
+import { parseUri, type SipUri } from "../../firmware/sip/grammar/uri.ts";
 import { StreamFramer } from "../../firmware/sip/message/framer.ts";
-import type { SipMessage } from "../../firmware/sip/message/message.ts";
+import {
+  headerKey,
+  headerList,
+  type SipMessage,
+  type SipRequest,
+} from "../../firmware/sip/message/message.ts";
 import { parseMessage } from "../../firmware/sip/message/parse.ts";
 import { serializeMessage } from "../../firmware/sip/message/serialize.ts";
 import type { CallRouter, Leg, TrunkDestination, TrunkPort } from "./call-router.ts";
@@ -216,8 +222,37 @@ export class LabTrunk implements TrunkPort {
 
   /** A message from a trunk peer, to the router. */
   deliver(leg: Leg, m: SipMessage): void {
-    if (m.kind === "request") this.router.onRequest(leg, m);
-    else this.router.onResponse(leg, m);
+    if (m.kind === "request") {
+      this.popPreloadedRoute(m);
+      this.router.onRequest(leg, m);
+    } else this.router.onResponse(leg, m);
+  }
+
+  /**
+   * A gateway that has the trunk as its outbound proxy preloads a Route naming it (baresip's
+   * `outbound=` does: `Route: <sip:127.0.0.1:P;transport=udp;lr>`). That value is this hop, and a
+   * proxy removes it before routing (RFC 3261 §16.4), as a mediation server does; the router knows
+   * only its FQDN and its own lab-dlg routes, so without this the value went on to the user. A
+   * Record-Route of ours coming back (it carries lab-dlg) is the router's to take.
+   */
+  private popPreloadedRoute(m: SipRequest): void {
+    const routes = headerList(m, "Route");
+    let own = 0;
+    for (const r of routes) {
+      let uri: SipUri;
+      try {
+        uri = parseUri(parseNameAddr(r).uri);
+      } catch {
+        break;
+      }
+      const mine = trusted(uri.host) && (uri.port === this.ports.tcp || uri.port === this.ports.udp);
+      if (!mine || uri.params.has("lab-dlg")) break;
+      own++;
+    }
+    if (own === 0) return;
+    const at = m.headers.findIndex((h) => headerKey(h.name) === "route");
+    m.headers = m.headers.filter((h) => headerKey(h.name) !== "route");
+    m.headers.splice(at, 0, ...routes.slice(own).map((value) => ({ name: "Route", value })));
   }
 
   async stop(): Promise<void> {

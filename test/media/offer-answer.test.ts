@@ -608,3 +608,32 @@ describe("checkAnswer", () => {
     }
   });
 });
+
+describe("rtcp-mux (RFC 5761)", () => {
+  it("an offer's a=rtcp-mux is repeated in the answer and agreed; an answer cannot add it", () => {
+    const callee = new LocalSession(new SeededRandom(41));
+    const muxed = offerWith("m=audio 5000 RTP/AVP 0", ["a=rtpmap:0 PCMU/8000", "a=rtcp-mux"]);
+    const a = answered(callee.createAnswer(muxed, caps("optional"), PHONE));
+    expect(a.media.rtcpMux).toBe(true);
+    expect(lines(a.body)).toContain("a=rtcp-mux");
+    const plain = answered(
+      callee.createAnswer(offerWith("m=audio 5000 RTP/AVP 0", []), caps("optional"), PHONE),
+    );
+    expect(plain.media.rtcpMux).toBe(false);
+    expect(lines(plain.body)).not.toContain("a=rtcp-mux");
+
+    // Our offers keep RTCP on its own port, so a muxing answer is taken without mux.
+    const caller = new LocalSession(new SeededRandom(42));
+    const offer = caller.createOffer(caps("off"), PHONE);
+    const answer = crlf([
+      "v=0",
+      "o=- 5 5 IN IP4 198.51.100.7",
+      "s=-",
+      "c=IN IP4 198.51.100.7",
+      "t=0 0",
+      "m=audio 5000 RTP/AVP 0",
+      "a=rtcp-mux",
+    ]);
+    expect(agreed(offer, answer).rtcpMux).toBe(false);
+  });
+});

@@ -88,7 +88,7 @@ describe("answers the caller meets", () => {
     invites[0]!.respond(200, { headers: [CAROL_CONTACT, SDP], body: ANSWER });
     settle(pool);
     expect(states(alice, call)).toEqual(["calling", "early", "confirmed"]);
-    expect(alice.media[0]!.log).toEqual(["offer initial sendrecv", "accepted answer"]);
+    expect(alice.media[0]!.log).toEqual(["offer initial sendrecv", "accepted answer", "connected"]);
     expect(alice.media[0]!.agreed).toBe(ANSWER);
   });
 

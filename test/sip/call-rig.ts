@@ -339,6 +339,10 @@ export class FakeMedia implements MediaPort {
     this.held = on;
   }
 
+  connected(): void {
+    this.log.push("connected");
+  }
+
   close(): void {
     this.closed = true;
   }

@@ -266,7 +266,7 @@ describe("the offer in our 2xx (RFC 3261 §13.2.1)", () => {
     settle(pool);
     expect(got).toEqual(["200 confirmed with offer"]);
     expect(pool.delivered("bob", "ACK")[0]!.message.body.toString()).toContain("v=0");
-    expect(bob.media[0]!.log).toEqual(["offer initial sendrecv", "accepted answer"]);
+    expect(bob.media[0]!.log).toEqual(["offer initial sendrecv", "connected", "accepted answer"]);
     expect(inc.state).toBe("confirmed");
   });
 

@@ -9,7 +9,7 @@
  */
 import { Emitter } from "../../core/emitter.ts";
 import type { IncomingInvite } from "../user-agent-core.ts";
-import { Call, type CallEvent, type CallOptions } from "./call.ts";
+import { Call, type CallEvent, type CallOptions, type DialOptions } from "./call.ts";
 import type { MediaPortFactory } from "./media-port.ts";
 
 export interface CallAgentOptions extends Omit<CallOptions, "media"> {
@@ -31,11 +31,14 @@ export class CallAgent {
     return [...this.live];
   }
 
-  /** Places a call; `listener` is attached before the INVITE goes out, so it sees every event. */
-  dial(target: string, listener?: (e: CallEvent, call: Call) => void): Call {
+  /**
+   * Places a call; `listener` is attached before the INVITE goes out, so it sees every event.
+   * `o.referredBy`: the call carries out a REFER (RFC 3892's Referred-By on the INVITE).
+   */
+  dial(target: string, listener?: (e: CallEvent, call: Call) => void, o: DialOptions = {}): Call {
     const call = this.track(new Call({ ...this.o, media: this.o.media() }, "outgoing"));
     if (listener) call.on((e) => listener(e, call));
-    call.dial(target);
+    call.dial(target, o);
     return call;
   }
 

@@ -71,6 +71,11 @@ export interface InviteParams {
   /** Session timer headers (Supported: timer, Session-Expires, Min-SE) or none. */
   timerHeaders: Array<[string, string]>;
   userAgent: string;
+  /**
+   * Who referred us here (RFC 3892 §3): the REFER's Referred-By, copied into the INVITE that the
+   * REFER triggered so the new party (and Lync's call log) sees who transferred the call.
+   */
+  referredBy?: string;
 }
 
 /** The initial INVITE (§8.1.1); the core adds the Via. */
@@ -83,6 +88,7 @@ export function buildInvite(p: InviteParams): SipRequest {
     ["CSeq", `${p.cseq} INVITE`],
     ["Contact", contactValue(p.contact)],
     ["Allow", ALLOW],
+    ...(p.referredBy ? ([["Referred-By", p.referredBy]] as Array<[string, string]>) : []),
     ...withSupported(p.timerHeaders),
     ["User-Agent", p.userAgent],
     ...bodyHeaders(p.offer),
@@ -181,6 +187,16 @@ export function referTarget(req: SipRequest): string | undefined {
   const values = headers(req, "Refer-To").flatMap((v) => splitTopLevel(v));
   if (values.length !== 1) return undefined;
   return partyOfValue(values[0]!)?.uri;
+}
+
+/**
+ * The URI a transfer dials from a Refer-To URI: without its header part (`?Replaces=…` and the
+ * like, RFC 3261 §19.1.1), which belongs in the triggered request's headers, not its
+ * Request-URI; a blind transfer (RFC 5589 §6) needs none of them.
+ */
+export function transferTarget(referTo: string): string {
+  const q = referTo.indexOf("?");
+  return q < 0 ? referTo : referTo.slice(0, q);
 }
 
 /** The value of the Subscription-State's state, lowercased ("active", "terminated" …). */

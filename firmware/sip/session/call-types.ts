@@ -80,6 +80,12 @@ export interface CallOptions {
   acceptTransfers?: boolean;
 }
 
+/** How an outgoing call is placed. */
+export interface DialOptions {
+  /** The Referred-By of the REFER this call carries out (RFC 3892), copied as it came. */
+  referredBy?: string;
+}
+
 export const CALL_USER_AGENT = "handset/0.1 (Lync-compatible SIP desk phone)";
 /** The EndReason of a failure status to our INVITE. */
 export function endReasonOf(status: number): EndReason {

@@ -76,6 +76,7 @@ import {
   type CallEvent,
   type CallOptions,
   type CallState,
+  type DialOptions,
   type EndReason,
   endReasonOf,
   type TransferProgress,
@@ -87,6 +88,7 @@ export type {
   CallEvent,
   CallOptions,
   CallState,
+  DialOptions,
   EndReason,
   SessionTimerSettings,
   TransferProgress,
@@ -113,6 +115,7 @@ export class Call {
   private fromTag = "";
   private cseq = 1;
   private target = "";
+  private referredBy: string | undefined;
   private offer: MediaDescription | undefined;
   /** The answer taken from a provisional (early media); a 2xx repeats it (§13.2.1). */
   private earlyAnswer: string | undefined;
@@ -236,10 +239,12 @@ export class Call {
 
   // ---- actions ------------------------------------------------------------------------------
 
-  dial(target: string): void {
+  /** `referredBy`: this call is a transfer's (RFC 3892), the REFER's Referred-By goes on the INVITE. */
+  dial(target: string, o: DialOptions = {}): void {
     if (this.direction !== "outgoing" || this._state !== "idle")
       throw new HandsetError("call-state", `cannot dial in state ${this._state}`);
     this.target = target;
+    this.referredBy = o.referredBy;
     this.setParty({ uri: target, asserted: [] });
     this.callId = hexToken(this.o.random, 16);
     this.fromTag = hexToken(this.o.random, 8);
@@ -309,6 +314,7 @@ export class Call {
     };
     this.timer.start(this.uasTimer?.kind === "accept" ? this.uasTimer.timer : undefined);
     this._answeredAt = this.o.clock.monotonic();
+    this.o.media.connected?.();
     this.setState("answered");
     return true;
   }
@@ -412,6 +418,7 @@ export class Call {
       offer: this.offer!,
       timerHeaders: this.sessionOffer ? offerHeaders(this.sessionOffer) : [],
       userAgent: this.o.userAgent ?? CALL_USER_AGENT,
+      ...(this.referredBy ? { referredBy: this.referredBy } : {}),
     });
     this.outgoing = this.o.core.sendInvite(req, this.initialUser, this.dialogUser);
   }
@@ -469,6 +476,7 @@ export class Call {
       this.noAnswer?.cancel();
       this.noAnswer = undefined;
       this._answeredAt = this.o.clock.monotonic();
+      this.o.media.connected?.();
       this.setState("confirmed");
     },
     onRejected: (res) => {

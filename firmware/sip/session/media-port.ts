@@ -14,6 +14,9 @@
  *   session answers 488 and the call carries on, RFC 3261 §14.2).
  * - hold(on) is our side's wish: later offers and answers say sendonly (or inactive when the
  *   peer holds us too); the session sends the re-INVITE.
+ * - connected() once, when the call is answered (we answered, or the peer's 2xx came): until
+ *   then nothing of the microphone goes out, and an incoming call's audio is not played while
+ *   it rings (an outgoing call may play the peer's early media, its ringback).
  * - close() once, when the call ends: stop streaming, free the ports.
  */
 
@@ -53,6 +56,8 @@ export interface MediaPort {
   /** Our outstanding offer will not be answered (rejected, glare): the last agreement stands. */
   rollback(): void;
   hold(on: boolean): void;
+  /** The call is answered: the user now hears the peer and is heard. Optional for test ports. */
+  connected?(): void;
   close(): void;
 }
 

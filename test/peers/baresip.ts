@@ -1,0 +1,501 @@
+/**
+ * A real baresip (Debian's /usr/bin/baresip, package baresip-core) as a third-party SIP user agent
+ * for interop tests: the kind of softphone or gateway that meets Lync through a trunk.
+ *
+ * Each instance lives in its own temp dir, given to baresip as its config path (-f DIR), with a
+ * generated `config` and `accounts`:
+ * - SIP on one loopback port (UDP and TCP both: baresip listens on both), media on loopback only
+ *   (`net_interface 127.0.0.1`: otherwise it puts the first non-loopback address in its SDP);
+ * - modules g711 (PCMU, PCMA), srtp (SDES: mediaenc=srtp, srtp-mand, srtp-mandf), aufile as the
+ *   audio source (a WAV file we write: a sine from firmware/media/tone.ts), sndfile as the recorder
+ *   (an audio filter that dumps what baresip sent and what it decoded to dump-…-enc.wav and
+ *   dump-…-dec.wav in its snd_path, closed when the call ends), account (reads `accounts`), menu
+ *   (the dial/accept/hangup commands) and ctrl_tcp (those commands as netstring JSON on a TCP port,
+ *   and the call events back on the same connection). No audio hardware: no player at all (the
+ *   decode filter runs on the receive path regardless), no alert device.
+ * - one account: `<sip:USER@127.0.0.1>;regint=0` (no REGISTER: a trunk peer is configured by
+ *   address), answermode auto or manual, optionally `outbound=` the lab trunk so that every call
+ *   it places goes there, and mediaenc when SRTP is wanted.
+ *
+ * baresip 1.0.0 does not exit when its own init fails (a port in use, a bad account): it prints
+ * "init failed" and idles. Start-up therefore waits for "baresip is ready." and the account line,
+ * fails on any "init failed", and kills the process. `-t` bounds its life even if this process dies
+ * without running its exit hook.
+ *
+ * Without baresip a test skips with a plain reason naming the package, except under CI=true,
+ * where it fails (.ci/run installs baresip-core).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createConnection, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateTone, type ToneComponent } from "../../firmware/media/tone.ts";
+import { encodeWav, parseWav } from "../../firmware/platform/wav.ts";
+
+export const BARESIP = "/usr/bin/baresip";
+export const BARESIP_MODULES = "/usr/lib/baresip/modules";
+/** What the generated config loads; all of them are in baresip-core. */
+export const BARESIP_MODULE_NAMES = ["g711", "srtp", "aufile", "sndfile", "account", "menu", "ctrl_tcp"];
+export const BARESIP_MISSING = "baresip not installed (apt-get install --no-install-recommends baresip-core)";
+export const hasBaresip =
+  existsSync(BARESIP) && BARESIP_MODULE_NAMES.every((m) => existsSync(join(BARESIP_MODULES, `${m}.so`)));
+
+/** Skips the test without baresip; under CI=true throws instead, so the run fails. */
+export function needBaresip(ctx: { skip: (note?: string) => never }): void {
+  if (hasBaresip) return;
+  if (process.env.CI === "true") throw new Error(BARESIP_MISSING);
+  ctx.skip(BARESIP_MISSING);
+}
+
+/** srtp: SRTP if the peer can (offers RTP/AVP + a=crypto); srtp-mand: RTP/SAVP only. */
+export type BaresipMediaEnc = "srtp" | "srtp-mand";
+
+export interface BaresipOptions {
+  /** The account's user part (its AOR is sip:USER@127.0.0.1); calls to this user reach it. */
+  user?: string;
+  /** Every call it places goes to this proxy ("127.0.0.1:P"), as the lab trunk. */
+  outbound?: { address: string; transport: "udp" | "tcp" };
+  mediaenc?: BaresipMediaEnc;
+  /** auto (default): answers every call at once. manual: answer() does. */
+  answerMode?: "auto" | "manual";
+  /** What it sends: a sine (default 697 Hz at −12 dBFS) for `seconds` (default 30), then silence. */
+  tone?: readonly ToneComponent[];
+  toneSeconds?: number;
+  /** audio_codecs, in baresip's names (default pcmu, pcma). */
+  codecs?: string[];
+  /** Seconds until baresip quits by itself (its -t), a bound if we die without cleaning up. */
+  lifetimeS?: number;
+}
+
+/** One event as ctrl_tcp sends it (CALL_INCOMING, CALL_ESTABLISHED, CALL_CLOSED …). */
+export interface BaresipEvent {
+  type: string;
+  class?: string;
+  direction?: string;
+  peeruri?: string;
+  accountaor?: string;
+  id?: string;
+  param?: string;
+  [k: string]: unknown;
+}
+
+export interface Baresip {
+  /** Its SIP address, "127.0.0.1:P" (UDP and TCP). */
+  address: string;
+  sipPort: number;
+  ctrlPort: number;
+  /** sip:USER@127.0.0.1 */
+  aor: string;
+  user: string;
+  dir: string;
+  /** A ctrl_tcp command (a menu command's long name); resolves with its data, rejects when not ok. */
+  command(command: string, params?: string): Promise<string>;
+  dial(uri: string): Promise<void>;
+  /** Answers the ringing call (answerMode manual). */
+  answer(): Promise<void>;
+  hangup(): Promise<void>;
+  events(): BaresipEvent[];
+  /** The events' current count: pass it as `from` to look only at later ones. */
+  eventMark(): number;
+  /** The first event (at or after `from`) of this type; rejects after timeoutMs (default 10 s). */
+  waitForEvent(type: string, o?: { from?: number; timeoutMs?: number }): Promise<BaresipEvent>;
+  /**
+   * What baresip decoded from the peer in its latest call (sndfile's …-dec.wav), and what it
+   * encoded and sent (…-enc.wav). Read after the call has closed: the files are finished then.
+   */
+  recording(): Promise<{ received: Int16Array; sent: Int16Array; files: string[] }>;
+  /** Everything baresip printed (stdout and stderr), colour codes removed. */
+  log(): string;
+  running(): boolean;
+  /** SIGTERM (SIGKILL after 3 s); resolves once it has exited. */
+  stop(): Promise<void>;
+  /** stop() and the temp dir removed. */
+  dispose(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** A test that dies mid-way must not leave user agents behind (they would hold ports). */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const p of live) p.kill("SIGKILL");
+  });
+}
+
+/** A loopback port free for both TCP and UDP right now (baresip binds both for SIP). */
+async function freeSipPort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const server = createServer();
+    const port = await new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => {
+        const a = server.address();
+        resolve(a !== null && typeof a === "object" ? a.port : 0);
+      });
+    });
+    const udp = createSocket("udp4");
+    const udpFree = await new Promise<boolean>((resolve) => {
+      udp.once("error", () => resolve(false));
+      udp.bind(port, "127.0.0.1", () => resolve(true));
+    });
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (udpFree && port > 0) return port;
+  }
+  throw new Error("no loopback port free for both TCP and UDP");
+}
+
+async function freeTcpPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const a = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (a === null || typeof a === "string") throw new Error("no port");
+  return a.port;
+}
+
+/** Netstrings (djb): "LEN:BYTES," — how ctrl_tcp frames its JSON both ways. */
+export function netstring(text: string): Buffer {
+  const body = Buffer.from(text, "utf8");
+  return Buffer.concat([Buffer.from(`${body.length}:`), body, Buffer.from(",")]);
+}
+
+/** Splits complete netstrings off the front of `buf`; returns them and the rest. */
+export function readNetstrings(buf: Buffer): { messages: string[]; rest: Buffer } {
+  const messages: string[] = [];
+  let at = 0;
+  for (;;) {
+    const colon = buf.indexOf(0x3a, at);
+    if (colon < 0) break;
+    const len = Number(buf.subarray(at, colon).toString("latin1"));
+    if (!Number.isInteger(len) || len < 0) throw new Error(`ctrl_tcp: bad netstring length at ${at}`);
+    const end = colon + 1 + len;
+    if (buf.length < end + 1) break;
+    if (buf[end] !== 0x2c) throw new Error("ctrl_tcp: netstring without its comma");
+    messages.push(buf.subarray(colon + 1, end).toString("utf8"));
+    at = end + 1;
+  }
+  return { messages, rest: buf.subarray(at) };
+}
+
+function configText(o: { sipPort: number; ctrlPort: number; source: string; dir: string }): string {
+  return [
+    "poll_method epoll",
+    `sip_listen 127.0.0.1:${o.sipPort}`,
+    // Without it baresip names the first non-loopback interface in its SDP.
+    "net_interface 127.0.0.1",
+    `audio_source aufile,${o.source}`,
+    "rtp_ports 20000-29998",
+    "rtcp_mux no",
+    "call_local_timeout 120",
+    `module_path ${BARESIP_MODULES}`,
+    "module g711.so",
+    "module srtp.so",
+    "module aufile.so",
+    "module sndfile.so",
+    "module_tmp account.so",
+    "module_app menu.so",
+    "module_app ctrl_tcp.so",
+    `ctrl_tcp_listen 127.0.0.1:${o.ctrlPort}`,
+    // The menu's once-a-second status line would fill the log.
+    "statmode_default off",
+    "ringback_disabled yes",
+    `snd_path ${o.dir}`,
+    "",
+  ].join("\n");
+}
+
+function accountLine(o: BaresipOptions, user: string): string {
+  const params = [
+    "regint=0",
+    `answermode=${o.answerMode ?? "auto"}`,
+    `audio_codecs=${(o.codecs ?? ["pcmu", "pcma"]).join(",")}`,
+    ...(o.outbound ? [`outbound="sip:${o.outbound.address};transport=${o.outbound.transport}"`] : []),
+    ...(o.mediaenc ? [`mediaenc=${o.mediaenc}`] : []),
+  ];
+  return `<sip:${user}@127.0.0.1>;${params.join(";")}\n`;
+}
+
+export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
+  if (!hasBaresip) throw new Error(BARESIP_MISSING);
+  installExitHook();
+  const user = o.user ?? "baresip";
+  const dir = await mkdtemp(join(tmpdir(), "handset-baresip-"));
+  const source = join(dir, "source.wav");
+  const tone = o.tone ?? [{ hz: 697, levelDbfs: -12 }];
+  await writeFile(source, encodeWav(generateTone(tone, Math.round(8000 * (o.toneSeconds ?? 30)))));
+  await writeFile(join(dir, "accounts"), accountLine(o, user));
+
+  let logText = "";
+  const logWaiters = new Set<() => void>();
+  const events: BaresipEvent[] = [];
+  const eventWaiters = new Set<() => void>();
+  const pending = new Map<string, { resolve: (data: string) => void; reject: (e: Error) => void }>();
+  let ctrl: Socket | undefined;
+  let proc: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let hasExited = false;
+  let tokens = 0;
+  let sipPort = 0;
+  let ctrlPort = 0;
+
+  const spawnOnce = async () => {
+    sipPort = await freeSipPort();
+    ctrlPort = await freeTcpPort();
+    await writeFile(join(dir, "config"), configText({ sipPort, ctrlPort, source, dir }));
+    const from = logText.length;
+    hasExited = false;
+    const child = spawn(BARESIP, ["-f", dir, "-t", String(o.lifetimeS ?? 300)], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    proc = child;
+    live.add(child);
+    exited = new Promise<void>((resolve) => {
+      child.once("exit", () => {
+        hasExited = true;
+        live.delete(child);
+        for (const w of logWaiters) w();
+        for (const w of eventWaiters) w();
+        for (const p of pending.values()) p.reject(new Error("baresip exited"));
+        pending.clear();
+        resolve();
+      });
+    });
+    const take = (text: string) => {
+      // ANSI colour codes around warnings; the menu's line editing redraws with backspaces.
+      logText += text.replace(/\x1b\[[0-9;]*m/g, "");
+      for (const w of logWaiters) w();
+    };
+    child.stdout?.setEncoding("utf8");
+    child.stderr?.setEncoding("utf8");
+    child.stdout?.on("data", take);
+    child.stderr?.on("data", take);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`baresip did not get ready:\n${logText.slice(from)}`));
+      }, 10_000);
+      const done = () => {
+        clearTimeout(timer);
+        logWaiters.delete(check);
+      };
+      const check = () => {
+        const out = logText.slice(from);
+        if (/init failed|failed to listen/i.test(out)) {
+          done();
+          reject(new Error(`baresip failed at start:\n${out}`));
+        } else if (hasExited) {
+          done();
+          reject(new Error(`baresip exited at start:\n${out}`));
+        } else if (out.includes("baresip is ready.") && out.includes("Populated 1 account")) {
+          done();
+          resolve();
+        }
+      };
+      logWaiters.add(check);
+      check();
+    });
+    ctrl = await connectCtrl(ctrlPort);
+    let buf: Buffer = Buffer.alloc(0);
+    ctrl.on("data", (chunk: Buffer) => {
+      const split = readNetstrings(Buffer.concat([buf, chunk]));
+      buf = split.rest;
+      for (const text of split.messages) onCtrl(text);
+    });
+    ctrl.on("error", () => {});
+  };
+
+  const onCtrl = (text: string) => {
+    let m: Record<string, unknown>;
+    try {
+      m = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      logText += `\n[ctrl_tcp: not JSON: ${text}]\n`;
+      return;
+    }
+    if (m.event === true) {
+      events.push(m as unknown as BaresipEvent);
+      for (const w of eventWaiters) w();
+    } else if (m.response === true) {
+      const token = typeof m.token === "string" ? m.token : "";
+      const p = pending.get(token);
+      if (!p) return;
+      pending.delete(token);
+      const data = typeof m.data === "string" ? m.data : "";
+      if (m.ok === true) p.resolve(data);
+      else p.reject(new Error(`baresip: ${data || "command failed"}`));
+    }
+  };
+
+  try {
+    // Free ports can be taken between our probe and baresip's bind: try a few sets.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await spawnOnce();
+        break;
+      } catch (err) {
+        proc?.kill("SIGKILL");
+        await exited;
+        if (attempt >= 3 || !/in use/i.test(String(err))) throw err;
+      }
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+
+  const command = (name: string, params = ""): Promise<string> =>
+    new Promise((resolve, reject) => {
+      if (!ctrl || ctrl.destroyed || hasExited) {
+        reject(new Error("baresip is not running"));
+        return;
+      }
+      const token = `t${++tokens}`;
+      const timer = setTimeout(() => {
+        pending.delete(token);
+        reject(new Error(`baresip did not answer ${name}`));
+      }, 5_000);
+      pending.set(token, {
+        resolve: (d) => {
+          clearTimeout(timer);
+          resolve(d);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      ctrl.write(netstring(JSON.stringify({ command: name, params, token })));
+    });
+
+  const terminate = async () => {
+    ctrl?.destroy();
+    const p = proc;
+    if (!p || hasExited) return;
+    p.kill("SIGTERM");
+    const hard = setTimeout(() => p.kill("SIGKILL"), 3_000);
+    await exited;
+    clearTimeout(hard);
+  };
+
+  const latestDumps = async (): Promise<{ enc?: string; dec?: string }> => {
+    const names = (await readdir(dir)).filter((n) => /^dump-.*-(enc|dec)\.wav$/.test(n));
+    const newest = async (suffix: string) => {
+      let best: { path: string; at: number } | undefined;
+      for (const n of names.filter((x) => x.endsWith(suffix))) {
+        const path = join(dir, n);
+        const at = (await stat(path)).mtimeMs;
+        if (!best || at >= best.at) best = { path, at };
+      }
+      return best?.path;
+    };
+    const enc = await newest("-enc.wav");
+    const dec = await newest("-dec.wav");
+    return { ...(enc ? { enc } : {}), ...(dec ? { dec } : {}) };
+  };
+
+  const b: Baresip = {
+    address: `127.0.0.1:${sipPort}`,
+    sipPort,
+    ctrlPort,
+    aor: `sip:${user}@127.0.0.1`,
+    user,
+    dir,
+    command,
+    dial: async (uri) => {
+      await command("dial", uri);
+    },
+    answer: async () => {
+      await command("accept");
+    },
+    hangup: async () => {
+      await command("hangup");
+    },
+    events: () => [...events],
+    eventMark: () => events.length,
+    waitForEvent: (type, w = {}) => {
+      const from = w.from ?? 0;
+      return new Promise<BaresipEvent>((resolve, reject) => {
+        const check = () => {
+          const hit = events.slice(from).find((e) => e.type === type);
+          if (hit) {
+            done();
+            resolve(hit);
+          } else if (hasExited) {
+            done();
+            reject(new Error(`baresip exited before ${type}:\n${logText}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          const seen = events
+            .slice(from)
+            .map((e) => e.type)
+            .join(", ");
+          reject(new Error(`no baresip event ${type} (saw: ${seen || "none"}); its log:\n${logText}`));
+        }, w.timeoutMs ?? 10_000);
+        const done = () => {
+          clearTimeout(timer);
+          eventWaiters.delete(check);
+        };
+        eventWaiters.add(check);
+        check();
+      });
+    },
+    recording: async () => {
+      // sndfile closes (and finishes the header of) its files as the call's audio is torn down,
+      // a moment after CALL_CLOSED: wait until both parse with samples in them.
+      const deadline = Date.now() + 3_000;
+      for (;;) {
+        const { enc, dec } = await latestDumps();
+        if (enc && dec) {
+          try {
+            const received = parseWav(await readFile(dec));
+            const sent = parseWav(await readFile(enc));
+            if (received.length > 0 && sent.length > 0) return { received, sent, files: [dec, enc] };
+          } catch {
+            // not finished yet
+          }
+        }
+        if (Date.now() > deadline)
+          throw new Error(`baresip recorded nothing usable in ${dir}:\n${logText.slice(-4000)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    log: () => logText,
+    running: () => !hasExited,
+    stop: terminate,
+    dispose: async () => {
+      await terminate();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return b;
+}
+
+/** ctrl_tcp listens a moment after "baresip is ready." on some systems: retry briefly. */
+async function connectCtrl(port: number): Promise<Socket> {
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = createConnection({ host: "127.0.0.1", port });
+        s.once("connect", () => resolve(s));
+        s.once("error", reject);
+      });
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`baresip's ctrl_tcp does not accept on ${port}: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
