@@ -73,8 +73,9 @@ export async function startPhone(o: {
   await clock.restore();
   if (!o.boardStarted) await o.board.start();
   const mc = o.config.media;
-  const media = mc
-    ? await callMediaPorts({
+  async function openMedia(mc: PhoneMediaConfig): Promise<CallMediaPorts | undefined> {
+    try {
+      return await callMediaPorts({
         clock,
         random,
         logger: o.logger,
@@ -83,8 +84,15 @@ export async function startPhone(o: {
         capabilities: { codecs: ["PCMU", "PCMA"], srtp: mc.srtp },
         ...(o.board.audio ? { audio: o.board.audio } : {}),
         ...(mc.detectTones ? { detectTones: mc.detectTones } : {}),
-      })
-    : undefined;
+      });
+    } catch (err) {
+      // A media.address not on this machine, say: the phone still registers (and says why in
+      // the log) rather than not starting at all; calls are refused until the config is fixed.
+      o.logger.error("call media not available", { error: String(err), address: mc.address });
+      return undefined;
+    }
+  }
+  const media = mc ? await openMedia(mc) : undefined;
   const services = createPhoneServices({
     ...(media ? { media: media.factory } : {}),
     config: o.config.network,

@@ -1,5 +1,6 @@
 /**
- * The lab's user directory: who may sign in (extension + PIN), and which client certificates
+ * The lab's user directory: who may sign in (extension + PIN, and with Windows credentials when the
+ * user has a password: NTLM on the web ticket service's WinNegotiate port), and which client certificates
  * are published to each user's record. The registrar and the SBA both trust a certificate only
  * when the CA issued it AND it is published here, as a real pool checks the user's record.
  */
@@ -8,6 +9,8 @@ import { certFingerprint } from "./ca.ts";
 export interface LabUser {
   extension: string;
   pin: string;
+  /** The user's Windows (AD) password, for NTLM; none → the user cannot sign in with NTLM. */
+  password?: string | undefined;
   uri: string;
   displayName: string;
   published: Set<string>;
@@ -19,10 +22,11 @@ export class UserDirectory {
 
   constructor(readonly domain: string) {}
 
-  add(extension: string, pin: string, displayName = `User ${extension}`): LabUser {
+  add(extension: string, pin: string, displayName = `User ${extension}`, password?: string): LabUser {
     const user: LabUser = {
       extension,
       pin,
+      ...(password !== undefined ? { password } : {}),
       uri: `sip:${extension}@${this.domain}`,
       displayName,
       published: new Set(),
@@ -40,6 +44,17 @@ export class UserDirectory {
     const wanted = uri.toLowerCase();
     for (const u of this.users.values()) if (u.uri.toLowerCase() === wanted) return u;
     return undefined;
+  }
+
+  /**
+   * The user a Windows logon names: the account name is the extension, written alone ("4711"),
+   * as a UPN ("4711@lab.test") or as the SIP URI's user part; case does not matter.
+   */
+  byAccount(account: string): LabUser | undefined {
+    const a = account.toLowerCase();
+    const at = a.lastIndexOf("@");
+    const name = at >= 0 && a.slice(at + 1) === this.domain.toLowerCase() ? a.slice(0, at) : a;
+    return this.users.get(name);
   }
 
   all(): LabUser[] {

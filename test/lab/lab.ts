@@ -27,7 +27,7 @@ import { type LabControl, startControl } from "./control.ts";
 import { type DhcpResponder, startDhcpResponder } from "./dhcp-responder.ts";
 import { UserDirectory } from "./directory.ts";
 import { type NtpResponder, startNtpResponder } from "./ntp-responder.ts";
-import { LabRegistrar } from "./registrar.ts";
+import { LabRegistrar, type RegistrarFeatures, type RegistrarStyle } from "./registrar.ts";
 import { LabTrunk } from "./trunk.ts";
 import { WanLink } from "./wan-link.ts";
 import { startWebServices, type WebServices, type WebServicesOptions } from "./web-services.ts";
@@ -35,7 +35,11 @@ import { startWebServices, type WebServices, type WebServicesOptions } from "./w
 export interface LabOptions {
   site?: "branch" | "hq";
   domain?: string;
-  users?: Array<{ extension: string; pin: string }>;
+  /**
+   * The lab's users (default: 4711, PIN 1234, Windows password DEMO_PASSWORD). A user with a
+   * password can also sign in with NTLM on the web ticket service's WinNegotiate port.
+   */
+  users?: Array<{ extension: string; pin: string; password?: string | undefined }>;
   /** Where to write the CA and test-client PEM files; a new temp folder by default. */
   dir?: string;
   expires?: number;
@@ -51,7 +55,20 @@ export interface LabOptions {
    * `lab.trunk.peer`.
    */
   trunkPeer?: { address: string; transport?: "udp" | "tcp" };
+  /**
+   * How both registrars answer (registrar.ts): "lync" (default) as a Lync 2013 / Skype for
+   * Business front end, "minimal" as the lab did before issue 13; `registrarFeatures` sets
+   * single pieces (e.g. `{ gruu: false }`). Also `lab.pool.features` at run time.
+   */
+  registrarStyle?: RegistrarStyle;
+  registrarFeatures?: Partial<RegistrarFeatures>;
 }
+
+/**
+ * The demo user 4711's Windows password (account "LAB\4711" or "4711@lab.test"). A lab secret,
+ * written here and in the `handset lab` help; never in lab.ready or a log.
+ */
+export const DEMO_PASSWORD = "Lab-4711-Passw0rd";
 
 export interface LabReady {
   event: "lab.ready";
@@ -113,8 +130,8 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     ca.issueServer(names.sba, []),
   ]);
   const directory = new UserDirectory(domain);
-  const users = opts.users ?? [{ extension: "4711", pin: "1234" }];
-  for (const u of users) directory.add(u.extension, u.pin);
+  const users = opts.users ?? [{ extension: "4711", pin: "1234", password: DEMO_PASSWORD }];
+  for (const u of users) directory.add(u.extension, u.pin, undefined, u.password);
   const first = directory.byExtension(users[0]!.extension)!;
   const client = await ca.issueClient(first.uri.slice(4));
   directory.publish(first, client.cert);
@@ -137,7 +154,14 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   });
   const wanCertProv = web.certProvUrl.replace(new URL(web.certProvUrl).host, webWanAddress);
   const phoneCertProv = site === "branch" ? wanCertProv : web.certProvUrl;
-  const common = { ca: ca.cert, directory, expires: opts.expires, stsUri: phoneCertProv };
+  const common = {
+    ca: ca.cert,
+    directory,
+    expires: opts.expires,
+    stsUri: phoneCertProv,
+    ...(opts.registrarStyle ? { style: opts.registrarStyle } : {}),
+    ...(opts.registrarFeatures ? { features: opts.registrarFeatures } : {}),
+  };
   const pool = new LabRegistrar({
     ...common,
     name: "pool",

@@ -19,6 +19,13 @@
  * the user's flow and check the phone's signed answer. It answers CRLFCRLF with CRLF and a
  * signed OPTIONS with a signed 200.
  *
+ * Style ([MS-SIPREGE], a Skype for Business 2015 REGISTER 200; `style` / `features`): by default
+ * ("lync") it answers as a 2013/2015 front end: `Server: RTC/6.0`, the pool's Supported tags and
+ * Allow-Events, a GRUU on the Contact, self-subscriptions and SERVICE (self-subscriptions.ts), a
+ * de-REGISTER 200 without presence-state. "minimal" is the lab as it was before (a short
+ * Allow-Events, no GRUU, SUBSCRIBE and SERVICE answered 501); each feature can be set alone.
+ * Where each header comes from is noted above LYNC_ALLOW_EVENTS.
+ *
  * Calls (call-router.ts): INVITE, CANCEL, ACK and in-dialog requests from a registered user go to
  * the registrar's call router once their signature verified (a bad one is challenged, or dropped
  * for ACK and CANCEL, as for REGISTER); the router's messages to a user leave on that user's flow
@@ -31,7 +38,7 @@ import type { AddressInfo } from "node:net";
 import * as tls from "node:tls";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { formatAuthHeader, parseAuthHeader } from "../../firmware/sip/grammar/auth-params.ts";
-import { parseNameAddr } from "../../firmware/sip/grammar/name-addr.ts";
+import { parseNameAddr, tagOf } from "../../firmware/sip/grammar/name-addr.ts";
 import { parseVia } from "../../firmware/sip/grammar/via.ts";
 import { StreamFramer } from "../../firmware/sip/message/framer.ts";
 import {
@@ -51,6 +58,7 @@ import { deriveTlsDskKeys } from "../../firmware/sip/tls-dsk/prf.ts";
 import { macAlgForCipher, SecurityAssociation } from "../../firmware/sip/tls-dsk/security-association.ts";
 import { CallRouter, type Leg } from "./call-router.ts";
 import type { UserDirectory } from "./directory.ts";
+import { answerSelfSubscribe, answerService, SELF_EVENTS, selfEventOf } from "./self-subscriptions.ts";
 import { createLabServerEngine } from "./tls-dsk-server-engine.ts";
 
 /** Flips one byte in the middle of the last TLS record of a flight (the encrypted Finished). */
@@ -75,6 +83,86 @@ export interface CannedAnswer {
   status: number;
   reason?: string;
   headers?: Array<[string, string]>;
+}
+
+/** "lync": a Lync 2013 / Skype for Business front end (default); "minimal": the lab before issue 13. */
+export type RegistrarStyle = "lync" | "minimal";
+
+/** The pieces of the Lync style, each switchable alone (a test that wants the old behaviour of one). */
+export interface RegistrarFeatures {
+  /** `Server: RTC/6.0` on the registrar's answers; off: `handset-lab/0.1 (RTC/6.0)`. */
+  rtcServer: boolean;
+  /** The REGISTER 200's Supported tags and a 2013/2015 pool's Allow-Events; off: the old short Allow-Events. */
+  registerHeaders: boolean;
+  /** The 200's Contact as Lync echoes it, `;expires=…;+sip.instance=…;gruu="…"`; off: ours + `;expires=`. */
+  gruu: boolean;
+  /** A de-REGISTER 200 without presence-state (so no register-action); off: register-action as for a refresh. */
+  plainDeregister: boolean;
+  /** SUBSCRIBE to self events and SERVICE answered (self-subscriptions.ts); off: both get a 501. */
+  selfSubscriptions: boolean;
+}
+
+export function registrarFeatures(
+  style: RegistrarStyle = "lync",
+  overrides: Partial<RegistrarFeatures> = {},
+): RegistrarFeatures {
+  const on = style === "lync";
+  return {
+    rtcServer: on,
+    registerHeaders: on,
+    gruu: on,
+    plainDeregister: on,
+    selfSubscriptions: on,
+    ...overrides,
+  };
+}
+
+/**
+ * A REGISTER 200 as a 2013/2015 pool sends it. Sources:
+ * - Server: RTC/6.0 — a Skype for Business Server 2015 REGISTER 200 (public SIP test fixture,
+ *   pool "skype2015.loc", `sipraw::_200ok_contact_with_gruu`); Lync Server 2013 says RTC/5.0
+ *   (the same fixture's LYNC2013-SERVER 401, and [MS-PRES] §4.14.3.1), OCS 2007 R2 RTC/3.5
+ *   ([MS-SIPREGE] §4.3.6).
+ * - Allow-Events: the list of both that SfB 2015 200 and [MS-SIPREGE] §4.3.6, identical.
+ * - Supported: adhoclist, msrtc-event-categories — [MS-SIPREGE] §4.3.6 and the SfB 2015 200;
+ *   ms-keepalive-deregister, ms-userservices-state-notification — the SfB 2015 200 (the latter
+ *   defined in [MS-SIPREGE] §2.2.1.5). One tag per Supported header, as both send them.
+ * - ms-keep-alive (UAS; tcp=no; hop-hop=yes; end-end=no; timeout=…) and presence-state:
+ *   [MS-SIPREGE] §4.3.6 / §2.2.1.4, as before.
+ * - Contact `<uri>;expires=N;+sip.instance="<urn:uuid:…>";gruu="sip:user@domain;opaque=user:epid:…;gruu"`:
+ *   [MS-SIPREGE] §4.3.6 and the SfB 2015 200 (the gruu of [IETFDRAFT-OUGRUAUSIP-10], which
+ *   [MS-SIPREGE] §3.1.2.5.1 has the registrar generate per [MS-SIPRE] §2.2.3).
+ */
+export const LYNC_ALLOW_EVENTS =
+  "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,vnd-microsoft-roaming-ACL,presence," +
+  "presence.wpending,vnd-microsoft-roaming-self,vnd-microsoft-provisioning-v2";
+export const LYNC_SERVER = "RTC/6.0";
+export const LYNC_SUPPORTED = [
+  "adhoclist",
+  "msrtc-event-categories",
+  "ms-keepalive-deregister",
+  "ms-userservices-state-notification",
+];
+const MINIMAL_ALLOW_EVENTS =
+  "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,presence,registration-notify";
+
+/**
+ * The epid part of a Lync GRUU for a +sip.instance UUID: the UUID's 16 bytes in GUID layout
+ * (first three fields little-endian) and two zero bytes, base64url. Both published GRUUs fit:
+ * c1589240-e660-594f-a8b3-4b55f358cbc1 → QJJYwWDmT1mos0tV81jLwQAA ([MS-SIPREGE] §4.3.6) and
+ * e0de506b-a705-59cc-9bfa-d37593141231 → a1De4AWnzFmb-tN1kxQSMQAA (the SfB 2015 200).
+ */
+export function gruuEpid(instanceUuid: string): string | undefined {
+  const hex = instanceUuid.replace(/^<?urn:uuid:|>$/gi, "").replace(/-/g, "");
+  if (!/^[0-9a-f]{32}$/i.test(hex)) return undefined;
+  const b = Buffer.from(hex, "hex");
+  return Buffer.concat([
+    Buffer.from(b.subarray(0, 4)).reverse(),
+    Buffer.from(b.subarray(4, 6)).reverse(),
+    Buffer.from(b.subarray(6, 8)).reverse(),
+    b.subarray(8),
+    Buffer.alloc(2),
+  ]).toString("base64url");
 }
 
 export interface RegistrarFaults {
@@ -113,6 +201,9 @@ export interface LabRegistrarOptions {
   innerMinVersion?: "TLSv1" | "TLSv1.2";
   /** Highest inner TLS version; "TLSv1" makes an old pool that speaks only TLS 1.0 inside TLS-DSK. */
   innerMaxVersion?: "TLSv1" | "TLSv1.2";
+  /** "lync" (default) or "minimal" (the lab before issue 13); `features` overrides single pieces. */
+  style?: RegistrarStyle;
+  features?: Partial<RegistrarFeatures>;
 }
 
 export interface RegistrarStats {
@@ -134,6 +225,9 @@ export interface RegistrarStats {
   answerSignatureFailures: number;
   /** Connections closed because the phone's bytes could not be framed. */
   framingErrors: number;
+  /** Self-subscriptions answered 200 (SUBSCRIBE to SELF_EVENTS) and SERVICE requests answered. */
+  subscriptions: number;
+  services: number;
 }
 
 /** The phone's final answer to a request the registrar sent it. */
@@ -164,6 +258,8 @@ interface ConnState {
   binding?: ConnBinding;
   /** Requests we sent to the phone, by Via branch, waiting for its answer. */
   answers: Map<string, { sa: SecurityAssociation; resolve: (a: ServerRequestAnswer | undefined) => void }>;
+  /** Self-subscription dialogs (Call-ID | From tag): our To tag and the last notification CSeq. */
+  subscriptions: Map<string, { toTag: string; cseq: number }>;
 }
 
 function sameUri(a: string, b: string): boolean {
@@ -188,6 +284,8 @@ export class LabRegistrar {
     signedAnswers: 0,
     answerSignatureFailures: 0,
     framingErrors: 0,
+    subscriptions: 0,
+    services: 0,
   };
   /** ms-keep-alive timeout= in the 200 (seconds). */
   keepAliveS: number;
@@ -195,6 +293,8 @@ export class LabRegistrar {
   private readonly bindings = new Map<string, number>();
   private readonly conns = new Set<ConnState>();
   faults: RegistrarFaults;
+  /** The Lync-style pieces in force (mutable: a test can switch one at run time). */
+  features: RegistrarFeatures;
   redirect: { primary: string; backup?: string } | undefined;
   presenceState: string;
   private port = 0;
@@ -213,6 +313,7 @@ export class LabRegistrar {
       },
     });
     this.faults = { ...o.faults };
+    this.features = registrarFeatures(o.style, o.features);
     this.keepAliveS = o.keepAliveS ?? 300;
     this.redirect = o.redirect;
     this.presenceState =
@@ -335,25 +436,43 @@ export class LabRegistrar {
         body,
       );
       if (!opts.unsigned) this.sign(b.sa, req);
-      this.stats.serverRequests++;
-      answers.push(
-        new Promise<ServerRequestAnswer | undefined>((resolve) => {
-          const timer = setTimeout(() => {
-            conn.answers.delete(branch);
-            resolve(undefined);
-          }, opts.timeoutMs ?? 5_000);
-          conn.answers.set(branch, {
-            sa: b.sa,
-            resolve: (a) => {
-              clearTimeout(timer);
-              resolve(a);
-            },
-          });
-        }),
-      );
-      conn.socket.write(serializeMessage(req));
+      answers.push(this.sendOnConn(conn, b.sa, req, opts.timeoutMs ?? 5_000));
     }
     return answers.length > 0 ? answers[0] : undefined;
+  }
+
+  /**
+   * Writes a request of ours (already signed, or not) on `conn` and resolves with the phone's
+   * final answer, its client signature checked against `sa` (undefined after `timeoutMs`).
+   */
+  private sendOnConn(
+    conn: ConnState,
+    sa: SecurityAssociation,
+    req: SipRequest,
+    timeoutMs: number,
+  ): Promise<ServerRequestAnswer | undefined> {
+    let branch = "";
+    try {
+      branch = parseVia(header(req, "Via") ?? "").params.get("branch") ?? "";
+    } catch {
+      // no branch: the answer cannot be matched, the timer resolves it
+    }
+    this.stats.serverRequests++;
+    const answer = new Promise<ServerRequestAnswer | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        conn.answers.delete(branch);
+        resolve(undefined);
+      }, timeoutMs);
+      conn.answers.set(branch, {
+        sa,
+        resolve: (a) => {
+          clearTimeout(timer);
+          resolve(a);
+        },
+      });
+    });
+    if (!conn.socket.destroyed) conn.socket.write(serializeMessage(req));
+    return answer;
   }
 
   /** Writes raw bytes on every connection where `aor` is registered (framing tests); returns how many. */
@@ -378,7 +497,13 @@ export class LabRegistrar {
     this.stats.connections++;
     socket.setNoDelay(true);
     const framer = new StreamFramer();
-    const conn: ConnState = { socket, pending: new Map(), sas: new Map(), answers: new Map() };
+    const conn: ConnState = {
+      socket,
+      pending: new Map(),
+      sas: new Map(),
+      answers: new Map(),
+      subscriptions: new Map(),
+    };
     this.conns.add(conn);
     socket.on("error", () => {});
     socket.on("close", () => {
@@ -438,18 +563,16 @@ export class LabRegistrar {
     status: number,
     reason: string,
     extra: Array<[string, string]> = [],
+    toTag: string = randomBytes(8).toString("hex").toUpperCase(),
   ): SipResponse {
     const headers: Array<[string, string]> = [];
     for (const h of req.headers) if (/^(via|v)$/i.test(h.name)) headers.push(["Via", h.value]);
     const to = header(req, "To") ?? "";
     headers.push(["From", header(req, "From") ?? ""]);
-    headers.push([
-      "To",
-      /;\s*tag=/i.test(to) ? to : `${to};tag=${randomBytes(8).toString("hex").toUpperCase()}`,
-    ]);
+    headers.push(["To", /;\s*tag=/i.test(to) ? to : `${to};tag=${toTag}`]);
     headers.push(["Call-ID", header(req, "Call-ID") ?? ""]);
     headers.push(["CSeq", header(req, "CSeq") ?? ""]);
-    headers.push(["Server", "handset-lab/0.1 (RTC/6.0)"]);
+    headers.push(["Server", this.features.rtcServer ? LYNC_SERVER : "handset-lab/0.1 (RTC/6.0)"]);
     headers.push(...extra);
     return response(status, reason, headers);
   }
@@ -510,7 +633,15 @@ export class LabRegistrar {
         }
         return this.router.onRequest(this.userLeg(conn), req);
       }
-      return send(this.sign(auth.sa, this.reply(req, req.method === "OPTIONS" ? 200 : 501, "OK")));
+      if (req.method === "OPTIONS") return send(this.sign(auth.sa, this.reply(req, 200, "OK")));
+      if (this.features.selfSubscriptions && req.method === "SUBSCRIBE")
+        return this.onSubscribe(conn, auth.sa, req, send);
+      if (this.features.selfSubscriptions && req.method === "SERVICE") {
+        this.stats.services++;
+        const a = answerService();
+        return send(this.sign(auth.sa, this.reply(req, a.status, a.reason)));
+      }
+      return send(this.sign(auth.sa, this.reply(req, 501, "Not Implemented")));
     }
     this.stats.registers++;
     const authz = header(req, "Authorization");
@@ -572,21 +703,116 @@ export class LabRegistrar {
     if (expires > 0) this.stats.registered++;
     const contact = header(req, "Contact") ?? "";
     const action = this.bind(conn, from.uri, contact, expires, auth.sa);
-    return send(
-      this.sign(
-        auth.sa,
-        this.reply(req, 200, "OK", [
-          ["Contact", `${contact};expires=${expiresShown}`],
-          ["Expires", expiresShown],
-          ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.keepAliveS}`],
-          ["presence-state", this.presenceFor(action)],
-          [
-            "Allow-Events",
-            "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,presence,registration-notify",
-          ],
-        ]),
-      ),
+    const f = this.features;
+    const extra: Array<[string, string]> = [];
+    if (!(expires === 0 && f.plainDeregister))
+      extra.push(["Contact", this.contactFor(from.uri, contact, expiresShown)]);
+    extra.push(
+      ["Expires", expiresShown],
+      ["ms-keep-alive", `UAS; tcp=no; hop-hop=yes; end-end=no; timeout=${this.keepAliveS}`],
     );
+    // A de-REGISTER removes the binding: nothing was added or refreshed, so no register-action.
+    if (!(expires === 0 && f.plainDeregister)) extra.push(["presence-state", this.presenceFor(action)]);
+    extra.push(["Allow-Events", f.registerHeaders ? LYNC_ALLOW_EVENTS : MINIMAL_ALLOW_EVENTS]);
+    if (f.registerHeaders) for (const tag of LYNC_SUPPORTED) extra.push(["Supported", tag]);
+    return send(this.sign(auth.sa, this.reply(req, 200, "OK", extra)));
+  }
+
+  /**
+   * A signed SUBSCRIBE (features.selfSubscriptions): the user's own subscriptions to SELF_EVENTS
+   * get a signed 200 and their first notification, piggybacked or as a signed NOTIFY on this
+   * flow (self-subscriptions.ts); another user's, or from a connection with no binding, a signed
+   * 403; another event package a signed 489 Bad Event (RFC 6665 §3.2.2) naming ours.
+   */
+  private onSubscribe(
+    conn: ConnState,
+    sa: SecurityAssociation,
+    req: SipRequest,
+    send: (m: SipResponse) => void,
+  ): void {
+    const refuse = (m: SipResponse) => send(this.sign(sa, m));
+    const event = selfEventOf(req);
+    if (!event) {
+      refuse(this.reply(req, 489, "Bad Event", [["Allow-Events", Object.keys(SELF_EVENTS).join(",")]]));
+      return;
+    }
+    const b = conn.binding;
+    let from = "";
+    let to = "";
+    try {
+      from = parseNameAddr(header(req, "From") ?? "").uri;
+      to = parseNameAddr(header(req, "To") ?? "").uri;
+    } catch {
+      // unreadable From or To: refused below
+    }
+    if (!b || !sameUri(from, b.aor) || !sameUri(to, b.aor)) {
+      refuse(
+        this.reply(req, 403, "Forbidden", [
+          ["Warning", `399 ${this.o.fqdn} "Only the registered user's own subscriptions are served"`],
+        ]),
+      );
+      return;
+    }
+    const key = `${header(req, "Call-ID") ?? ""}|${tagOf(header(req, "From") ?? "") ?? ""}`;
+    const theirTag = tagOf(header(req, "To") ?? "");
+    let dialog = conn.subscriptions.get(key);
+    if (theirTag !== undefined && dialog?.toTag !== theirTag) {
+      refuse(this.reply(req, 481, "Call Leg/Transaction Does Not Exist"));
+      return;
+    }
+    if (!dialog) {
+      dialog = { toTag: randomBytes(8).toString("hex").toUpperCase(), cseq: 0 };
+      conn.subscriptions.set(key, dialog);
+    }
+    dialog.cseq++;
+    const a = answerSelfSubscribe(req, event, { aor: b.aor, fqdn: this.o.fqdn, notifyCseq: dialog.cseq });
+    const ok = this.reply(req, 200, "OK", a.headers, dialog.toTag);
+    if (a.body !== undefined) ok.body = Buffer.from(a.body, "utf8");
+    this.stats.subscriptions++;
+    send(this.sign(sa, ok));
+    if (header(ok, "Expires") === "0") conn.subscriptions.delete(key);
+    if (!a.notify) return;
+    let target = b.contactUri;
+    try {
+      target = parseNameAddr(header(req, "Contact") ?? "").uri;
+    } catch {
+      // no usable Contact: the registered one
+    }
+    const notify = request(
+      "NOTIFY",
+      target,
+      [
+        ["Via", `SIP/2.0/TLS ${this.o.fqdn}:5061;branch=z9hG4bK${randomBytes(8).toString("hex")}`],
+        ["Max-Forwards", "70"],
+        ["From", header(ok, "To") ?? ""],
+        ["To", header(req, "From") ?? ""],
+        ["Call-ID", header(req, "Call-ID") ?? ""],
+        ["CSeq", `${dialog.cseq} NOTIFY`],
+        ...a.notify.headers,
+      ],
+      a.notify.body,
+    );
+    void this.sendOnConn(conn, sa, this.sign(sa, notify), 5_000);
+  }
+
+  /**
+   * The 200's Contact: ours with `;expires=`, or (features.gruu) as Lync echoes it: the URI, then
+   * expires, +sip.instance and the GRUU ([MS-SIPREGE] §4.3.6), for a Contact that has an instance.
+   */
+  private contactFor(aor: string, contact: string, expires: string): string {
+    if (!this.features.gruu) return `${contact};expires=${expires}`;
+    let uri: string;
+    let instance: string | undefined;
+    try {
+      const na = parseNameAddr(contact);
+      uri = na.uri;
+      instance = na.params.get("+sip.instance")?.replace(/^"|"$/g, "");
+    } catch {
+      return `${contact};expires=${expires}`;
+    }
+    const epid = instance ? gruuEpid(instance) : undefined;
+    if (!instance || !epid) return `<${uri}>;expires=${expires}`;
+    return `<${uri}>;expires=${expires};+sip.instance="${instance}";gruu="${aor};opaque=user:epid:${epid};gruu"`;
   }
 
   /** Adds, refreshes or removes the (AOR, instance) binding; returns the register-action. */

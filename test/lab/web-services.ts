@@ -6,14 +6,18 @@
  *   GET|POST /CertProv/CertProvisioningService.svc/mex   WSDL (GET raw; POST WS-Transfer Get → SOAP 1.2)
  *   GET|POST /WebTicket/WebTicketService.svc/mex         WSDL (same)
  *   GET  <service>.svc?wsdl                               raw WSDL (WCF convenience)
- *   POST /WebTicket/WebTicketService.svc                  WinNegotiate port: 401 Negotiate/NTLM
+ *   POST /WebTicket/WebTicketService.svc                  WinNegotiate port: NTLM (401 Negotiate, NTLM)
  *   POST <pinPath>                                        PIN port (HTTP Basic), if pinAuthEnabled
  *   POST /WebTicket/WebTicketService.svc/Cert             certificate-authenticated RST
  *   POST /CertProv/CertProvisioningService.svc/WebTicket_Proof   GetAndPublishCert
  *   GET  /WebTicket/Issuer/?purpose=proof                 harmless 200, empty body (unexplained, §1.3)
  * `challenge: "first"` makes the web ticket ports insist on an unauthenticated request (and its
  * challenge) before credentials, as a real pool's IIS log shows phones doing (web-ticket-service.ts).
- * `requests` is the lab's IIS log: method, path, the Basic user name or "-", status.
+ * `webAuth` ("both" by default) says which of the PIN port and NTLM on the WinNegotiate port work:
+ * "pin" keeps the WinNegotiate port a bare 401 (the old lab), "ntlm" drops the PIN port (as
+ * pinAuthEnabled: false). NTLM is per connection: the request's socket is what it authenticates.
+ * `requests` is the lab's IIS log: method, path, the Basic user name, the NTLM "DOMAIN\user" of an
+ * authenticated request, or "-", status.
  * Every response carries X-MS-Server-Fqdn; mex responses set an affinity cookie, and request
  * cookies are accepted and ignored. HTTP keep-alive is on.
  */
@@ -28,6 +32,7 @@ import { child, NS, parseXml, SoapReject, sameEndpoint, soap12Fault, text, URI }
 import {
   type ChallengeMode,
   type LabResponse,
+  type WebAuthMode,
   type WebServiceStats,
   WebTicketService,
 } from "./web-ticket-service.ts";
@@ -56,6 +61,10 @@ export interface WebServicesOptions {
   phoneNumbers?: Record<string, string>;
   /** "on-demand" (default) or "first": see web-ticket-service.ts. */
   challenge?: ChallengeMode;
+  /** "both" (default), "pin" (no NTLM) or "ntlm" (no PIN port): see web-ticket-service.ts. */
+  webAuth?: WebAuthMode;
+  /** NTLM ServerChallenge source (8 bytes; default random), e.g. a fixed one in a test. */
+  ntlmChallenge?: () => Buffer;
   /** Listen port (default 0 = ephemeral) and host (default 127.0.0.1). */
   port?: number;
   host?: string;
@@ -77,7 +86,7 @@ export interface WebServices {
 export interface IisLogEntry {
   method: string;
   path: string;
-  /** The Basic user name, as IIS logs it; "-" for a request without one. */
+  /** The Basic user name or the NTLM "DOMAIN\\user", as IIS logs it; "-" for a request without one. */
   user: string;
   status: number;
 }
@@ -94,6 +103,12 @@ const CERTPROV_PATH = "/CertProv/CertProvisioningService.svc";
 const WEBTICKET_PATH = "/WebTicket/WebTicketService.svc";
 const MAX_BODY = 1 << 20;
 
+/** NetBIOS names are the first DNS label, upper case, at most 15 characters. */
+export function ntlmIdentity(fqdn: string, domain: string) {
+  const nb = (name: string) => (name.split(".")[0] ?? name).toUpperCase().slice(0, 15);
+  return { nbDomain: nb(domain), nbComputer: nb(fqdn), dnsDomain: domain, dnsComputer: fqdn };
+}
+
 export async function startWebServices(o: WebServicesOptions): Promise<WebServices> {
   const serverCert = await o.ca.issueServer(o.fqdn, [], ["127.0.0.1"]);
   const stats: WebServiceStats = {
@@ -104,6 +119,8 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
     proofFailures: 0,
     challenges: 0,
     preemptiveIgnored: 0,
+    ntlmChallenges: 0,
+    ntlmFailures: 0,
   };
   const requests: IisLogEntry[] = [];
   const sockets = new Set<Socket>();
@@ -127,7 +144,8 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
   const certProvUrl = `${baseUrl}${CERTPROV_PATH}`;
   const webTicketUrl = `${baseUrl}${WEBTICKET_PATH}`;
   const proofUrl = `${certProvUrl}/WebTicket_Proof`;
-  const pinEnabled = o.pinAuthEnabled ?? true;
+  const webAuth = o.webAuth ?? "both";
+  const pinEnabled = (o.pinAuthEnabled ?? true) && webAuth !== "ntlm";
   const pinPath = o.pinPath ?? `${WEBTICKET_PATH}/Pin`;
   const certPath = `${WEBTICKET_PATH}/Cert`;
   const now = o.now ?? Date.now;
@@ -147,6 +165,9 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
     now,
     phoneNumbers: o.phoneNumbers,
     challenge: o.challenge,
+    webAuth,
+    ntlmIdentity: ntlmIdentity(o.fqdn, o.directory.domain),
+    ntlmChallenge: o.ntlmChallenge,
     stats,
   });
   const certProv = new CertProvisioningService({
@@ -232,7 +253,7 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
   function route(method: string, rawUrl: string, req: IncomingMessage, body: string): LabResponse {
     const url = new URL(rawUrl, baseUrl);
     const p = url.pathname.toLowerCase().replace(/\/+$/, "");
-    const lreq = { headers: req.headers, body };
+    const lreq = { headers: req.headers, body, connection: req.socket };
     const isGetPost = method === "GET" || method === "POST";
     if (p === `${CERTPROV_PATH}/mex`.toLowerCase()) {
       return isGetPost
@@ -263,7 +284,7 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
       return method === "POST" ? webTicket.handleCert(lreq) : methodNotAllowed("POST");
     }
     if (p === WEBTICKET_PATH.toLowerCase()) {
-      return method === "POST" ? webTicket.handleNegotiate() : methodNotAllowed("POST");
+      return method === "POST" ? webTicket.handleNegotiate(lreq) : methodNotAllowed("POST");
     }
     return notFound();
   }
@@ -306,7 +327,7 @@ export async function startWebServices(o: WebServicesOptions): Promise<WebServic
       requests.push({
         method: req.method ?? "GET",
         path: new URL(req.url ?? "/", baseUrl).pathname,
-        user: basicUser(req.headers.authorization),
+        user: r.logUser ?? basicUser(req.headers.authorization),
         status: r.status,
       });
       if (requests.length > 1000) requests.shift();

@@ -3,8 +3,21 @@
  * RSTR(C) with a signed SAML 1.1 holder-of-key assertion out.
  *
  * Ports (see wsdl.ts):
- * - WebTicketServiceWinNegotiate (base URL): the lab does no Windows auth; every RST is answered
- *   401 with `WWW-Authenticate: Negotiate` and `WWW-Authenticate: NTLM`.
+ * - WebTicketServiceWinNegotiate (base URL): Windows credentials, NTLMv2 only (ntlm.ts), verified
+ *   against the password of a lab user (directory.ts). As IIS does it:
+ *   - a request without Authorization → 401 with two header lines, `WWW-Authenticate: Negotiate`
+ *     then `WWW-Authenticate: NTLM`;
+ *   - `Authorization: NTLM <NEGOTIATE_MESSAGE>` → 401 `WWW-Authenticate: NTLM <CHALLENGE_MESSAGE>`
+ *     (under "Negotiate" when the client wrote "Negotiate" with a raw NTLMSSP token; SPNEGO and
+ *     Kerberos are not supported and get the plain 401);
+ *   - `Authorization: NTLM <AUTHENTICATE_MESSAGE>` on the SAME connection → the RSTR (200) when it
+ *     verifies, else the plain 401 again (wrong password, unknown user, NTLMv1, LM only, a stale
+ *     blob, a bad MIC, or no CHALLENGE on this connection). X-Lab-Reason says which; no secret.
+ *   NTLM authenticates the connection: later requests on it without Authorization are that user's
+ *   (IIS's default authPersistSingleRequest=false); a new NEGOTIATE_MESSAGE starts over. Account
+ *   names: the extension ("4711", "4711@lab.test"), domain "" (UPN), the NetBIOS domain ("LAB") or
+ *   the DNS domain. `webAuth: "pin"` gives the old lab behaviour: the same 401 to everything, no
+ *   CHALLENGE_MESSAGE ever, nothing verified. The challenge mode ("first") does not apply here.
  * - WebTicketServicePin (configurable path): HTTP Basic, user = extension or phone number (with or
  *   without "+"), password = PIN. Failures counted per login name; lock after maxLogonAttempts.
  * - WebTicketServiceCert (`/Cert`): WS-Security X.509 token, see below.
@@ -71,6 +84,17 @@ import forge from "node-forge";
 import type { LabCa } from "./ca.ts";
 import type { LabUser, UserDirectory } from "./directory.ts";
 import {
+  challengeFor,
+  type IssuedChallenge,
+  NtlmFormatError,
+  ntlmMessageType,
+  parseAuthenticate,
+  parseAuthorization,
+  parseNegotiate,
+  type ServerIdentity,
+  verifyAuthenticate,
+} from "./ntlm.ts";
+import {
   byWsuId,
   child,
   childElements,
@@ -98,14 +122,21 @@ export interface LabResponse {
   status: number;
   headers: Record<string, string | string[]>;
   body: string;
+  /** The authenticated user as IIS logs it ("LAB\\4711"), when the request was authenticated by NTLM. */
+  logUser?: string | undefined;
 }
 
 export interface LabRequest {
   headers: IncomingHttpHeaders;
   body: string;
+  /** The TCP connection the request came on (NTLM authenticates connections, not requests). */
+  connection?: object | undefined;
 }
 
 export type ChallengeMode = "on-demand" | "first";
+
+/** Which web ticket ports authenticate: the PIN port, Windows (NTLM) on WinNegotiate, or both. */
+export type WebAuthMode = "pin" | "ntlm" | "both";
 
 export interface WebServiceStats {
   mexRequests: number;
@@ -117,6 +148,10 @@ export interface WebServiceStats {
   challenges: number;
   /** Credentialed requests ignored because no challenge came first ("first" mode). */
   preemptiveIgnored: number;
+  /** CHALLENGE_MESSAGEs sent on the WinNegotiate port. */
+  ntlmChallenges: number;
+  /** AUTHENTICATE_MESSAGEs refused. */
+  ntlmFailures: number;
 }
 
 export interface IssuedTicket {
@@ -148,7 +183,20 @@ export interface WebTicketServiceOptions {
   phoneNumbers?: Record<string, string> | undefined;
   /** Default "on-demand"; see the file header. */
   challenge?: ChallengeMode | undefined;
+  /** Default "both"; "pin" turns NTLM off (the WinNegotiate port only ever answers 401). */
+  webAuth?: WebAuthMode | undefined;
+  /** The names the CHALLENGE_MESSAGE gives (NetBIOS and DNS domain and computer). */
+  ntlmIdentity: ServerIdentity;
+  /** The 8-byte ServerChallenge source (default: random). */
+  ntlmChallenge?: (() => Buffer) | undefined;
   stats: WebServiceStats;
+}
+
+/** Per connection: the CHALLENGE awaiting its AUTHENTICATE, or the user the connection is. */
+interface NtlmConnection {
+  pending?: { scheme: "NTLM" | "Negotiate"; negotiate: Buffer; challenge: IssuedChallenge; atMs: number };
+  user?: LabUser;
+  logUser?: string;
 }
 
 /** How long a challenge stays good for the device's next credentialed request ("first" mode). */
@@ -174,6 +222,15 @@ function html(title: string): string {
   return `<!DOCTYPE html><html><head><title>${escapeXml(title)}</title></head><body><h1>${escapeXml(title)}</h1></body></html>`;
 }
 
+type AuthMethod = "pin" | "x509" | "windows";
+
+/** SAML AuthenticationMethod per port. "windows" is AD FS's URI for Windows integrated (SYNTHETIC here). */
+const AUTH_METHOD_URI: Record<AuthMethod, string> = {
+  pin: "urn:oasis:names:tc:SAML:1.0:am:password",
+  x509: "urn:ietf:rfc:2246" /* TLS client cert */,
+  windows: "urn:federation:authentication:windows",
+};
+
 interface ParsedRst {
   appliesTo: string;
   clientEntropy: Buffer;
@@ -185,6 +242,7 @@ export class WebTicketService {
   private readonly failures = new Map<string, number>();
   /** "first" mode: device id (RST Context) → when it was last challenged. */
   private readonly challenged = new Map<string, number>();
+  private readonly ntlmConnections = new WeakMap<object, NtlmConnection>();
 
   constructor(private readonly o: WebTicketServiceOptions) {}
 
@@ -216,11 +274,93 @@ export class WebTicketService {
     return false;
   }
 
-  /** WebTicketServiceWinNegotiate: the lab cannot do Windows auth. */
-  handleNegotiate(): LabResponse {
+  /** WebTicketServiceWinNegotiate: NTLM over HTTP (see the file header). */
+  handleNegotiate(req: LabRequest = { headers: {}, body: "" }): LabResponse {
+    if (this.o.webAuth === "pin") return this.windowsChallenge();
+    const conn = req.connection;
+    const state = conn ? this.ntlmConnections.get(conn) : undefined;
+    const auth = parseAuthorization(req.headers.authorization);
+    if (!auth) {
+      if (state?.user) return { ...this.issueFromRst(req, state.user, "windows"), logUser: state.logUser };
+      this.o.stats.challenges++;
+      return this.windowsChallenge();
+    }
+    if (!conn) return this.windowsChallenge("no connection to authenticate");
+    const type = ntlmMessageType(auth.token);
+    if (type === undefined) {
+      return this.windowsChallenge(
+        auth.scheme === "Negotiate"
+          ? "SPNEGO/Kerberos is not supported by the lab: send a raw NTLMSSP token"
+          : "not an NTLMSSP token",
+      );
+    }
+    try {
+      if (type === 1) {
+        const negotiate = parseNegotiate(auth.token);
+        const serverChallenge = this.o.ntlmChallenge?.() ?? randomBytes(8);
+        const challenge = challengeFor(negotiate, this.o.ntlmIdentity, serverChallenge, this.o.now());
+        this.ntlmConnections.set(conn, {
+          pending: { scheme: auth.scheme, negotiate: negotiate.raw, challenge, atMs: this.o.now() },
+        });
+        this.o.stats.ntlmChallenges++;
+        const r = this.windowsChallenge();
+        r.headers["WWW-Authenticate"] = `${auth.scheme} ${challenge.message.toString("base64")}`;
+        return r;
+      }
+      if (type !== 3) return this.windowsChallenge(`unexpected NTLM message type ${type}`);
+      // The CHALLENGE is used once: whatever this AUTHENTICATE's verdict, the next try starts over.
+      this.ntlmConnections.delete(conn);
+      const pending = state?.pending;
+      if (!pending || this.o.now() - pending.atMs > CHALLENGE_TTL_MS) {
+        return this.ntlmRefused("AUTHENTICATE without a CHALLENGE on this connection");
+      }
+      const msg = parseAuthenticate(auth.token);
+      const verdict = verifyAuthenticate(msg, {
+        serverChallenge: pending.challenge.serverChallenge,
+        passwordFor: (user, domain) => this.windowsAccount(user, domain)?.password,
+        nowMs: this.o.now(),
+        maxSkewMs: this.o.clockSkewS * 1000,
+        sentTimestamp: pending.challenge.timestamp,
+        negotiate: pending.negotiate,
+        challenge: pending.challenge.message,
+      });
+      if (!verdict.ok) return this.ntlmRefused(`NTLM ${verdict.refusal}: ${verdict.reason}`);
+      const user = this.windowsAccount(verdict.user, verdict.domain)!;
+      const logUser = `${verdict.domain || this.o.ntlmIdentity.nbDomain}\\${verdict.user}`;
+      this.ntlmConnections.set(conn, { user, logUser });
+      return { ...this.issueFromRst(req, user, "windows"), logUser };
+    } catch (e) {
+      if (e instanceof NtlmFormatError) return this.ntlmRefused(`malformed NTLM message: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** The lab user a Windows logon names, if the domain is the lab's (or empty, for a UPN). */
+  private windowsAccount(user: string, domain: string): LabUser | undefined {
+    const d = domain.toLowerCase();
+    const id = this.o.ntlmIdentity;
+    if (d !== "" && d !== id.nbDomain.toLowerCase() && d !== id.dnsDomain.toLowerCase()) return undefined;
+    const u = this.o.directory.byAccount(user);
+    return u?.password !== undefined ? u : undefined;
+  }
+
+  private ntlmRefused(reason: string): LabResponse {
+    this.o.stats.ntlmFailures++;
+    return this.windowsChallenge(reason);
+  }
+
+  /**
+   * IIS's 401 for Windows authentication: `WWW-Authenticate: Negotiate` and `WWW-Authenticate:
+   * NTLM`, two header lines in that order.
+   */
+  private windowsChallenge(labReason?: string): LabResponse {
     return {
       status: 401,
-      headers: { "WWW-Authenticate": ["Negotiate", "NTLM"], "Content-Type": "text/html; charset=utf-8" },
+      headers: {
+        "WWW-Authenticate": ["Negotiate", "NTLM"],
+        "Content-Type": "text/html; charset=utf-8",
+        ...(labReason ? { "X-Lab-Reason": labReason.replace(/[^\x20-\x7e]/g, "?") } : {}),
+      },
       body: html("401 - Unauthorized: Access is denied due to invalid credentials."),
     };
   }
@@ -360,7 +500,7 @@ export class WebTicketService {
   private issueFromRst(
     req: LabRequest,
     user: LabUser,
-    method: "pin" | "x509",
+    method: AuthMethod,
     parsed?: ReturnType<typeof parseXml>,
   ): LabResponse {
     let rst: ParsedRst;
@@ -424,7 +564,7 @@ export class WebTicketService {
     return { appliesTo, clientEntropy: entropy, claimUri };
   }
 
-  private issue(user: LabUser, rst: ParsedRst, method: "pin" | "x509"): LabResponse {
+  private issue(user: LabUser, rst: ParsedRst, method: AuthMethod): LabResponse {
     const now = this.o.now();
     const createdMs = Math.floor(now / 1000) * 1000;
     const expiresMs = createdMs + this.o.ticketLifetimeS * 1000;
@@ -433,10 +573,7 @@ export class WebTicketService {
     const assertionId = `SamlSecurityToken-${randomUUID()}`;
     const serverEntropy = randomBytes(32);
     const proofKey = pSha1(rst.clientEntropy, serverEntropy, 32);
-    const authMethod =
-      method === "pin"
-        ? "urn:oasis:names:tc:SAML:1.0:am:password"
-        : "urn:ietf:rfc:2246"; /* TLS client cert */
+    const authMethod = AUTH_METHOD_URI[method];
     const unsigned =
       `<saml:Assertion AssertionID="${assertionId}" Issuer="${escapeXml(this.o.webTicketUrl)}" ` +
       `IssueInstant="${created}" MajorVersion="1" MinorVersion="1" xmlns:saml="${NS.saml}">` +

@@ -226,6 +226,18 @@ function paramOf(text: string | undefined, name: string): string | undefined {
   return m ? (m[2] ?? m[1]) : undefined;
 }
 
+/**
+ * Our GRUU from a REGISTER 200: on our own Contact (the one with our +sip.instance; a pool may
+ * list every endpoint of the user), Lync's `gruu=` (MS-SIPREGE §2.2.1.2, as Lync 2013 and SfB
+ * send it) or RFC 5627's `pub-gruu=`. Only a sip: URI counts; anything else is ignored.
+ */
+function gruuOf(r: SipResponse, instanceId: string): { gruu?: string } {
+  const contacts = headerList(r, "Contact");
+  const ours = contacts.find((c) => c.toLowerCase().includes(instanceId.toLowerCase())) ?? contacts[0];
+  const g = paramOf(ours, "gruu") ?? paramOf(ours, "pub-gruu");
+  return g && /^sips?:[^\s<>"]+$/i.test(g) ? { gruu: g } : {};
+}
+
 export class Registration {
   private phase: Phase = "idle";
   private readonly callId: string;
@@ -841,9 +853,7 @@ export class Registration {
       ...(registerAction ? { registerAction } : {}),
       connectedToPrimary: paramOf(presence, "is-connected-to-primary") !== "no",
       userServicesAvailable: paramOf(presence, "user-services-state") !== "unavailable",
-      ...(paramOf(header(r, "Contact"), "pub-gruu")
-        ? { gruu: paramOf(header(r, "Contact"), "pub-gruu") }
-        : {}),
+      ...gruuOf(r, this.o.endpoint.instanceId),
     });
     // Refresh shorter than Expires ([MS-SIPREGE]): min(Expires − 30 s, 90 % of Expires), never
     // sooner than 54 s (90 % of the 60 s floor), so the smallest Expires means one refresh a minute.
