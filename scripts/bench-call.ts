@@ -35,6 +35,7 @@ import { CallAgent } from "../firmware/sip/session/call-agent.ts";
 import { UserAgentCore } from "../firmware/sip/user-agent-core.ts";
 import { type Lab, startLab } from "../test/lab/lab.ts";
 import { addUser, type LabUserCreds, testClient } from "../test/lab-calls/phones.ts";
+import { summarize } from "./bench-stats.ts";
 
 type Side = "caller" | "callee";
 
@@ -221,23 +222,7 @@ async function oneCall(caller: Leg, callee: Leg, target: string): Promise<Marks>
   return k;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
-  return sorted[Math.max(0, i)]!;
-}
-
-function stats(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  const round = (v: number) => Math.round(v * 100) / 100;
-  return {
-    n: s.length,
-    median: round(percentile(s, 50)),
-    p95: round(percentile(s, 95)),
-    min: round(s[0] ?? Number.NaN),
-    max: round(s[s.length - 1] ?? Number.NaN),
-  };
-}
+const stats = (values: number[]) => summarize(values);
 
 /** Stats of `to − from` over the calls where both marks were taken. */
 function span(all: Marks[], from: keyof Marks, to: keyof Marks) {

@@ -8,16 +8,11 @@ import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
 import { startDhcpResponder } from "../test/lab/dhcp-responder.ts";
 import { startNtpResponder } from "../test/lab/ntp-responder.ts";
+import { summarize } from "./bench-stats.ts";
 
 const RUNS = 50;
 
-function stats(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  const at = (p: number) =>
-    s[Math.max(0, Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
-  const round = (v: number) => Math.round(v * 1000) / 1000;
-  return { n: s.length, median: round(at(50)), p99: round(at(99)), min: round(s[0] ?? Number.NaN) };
-}
+const stats = (values: number[]) => summarize(values, 3);
 
 export async function benchDiscovery(): Promise<Record<string, unknown>> {
   const clock = new SystemClock();

@@ -35,26 +35,12 @@ import { benchFailover } from "./bench-failover.ts";
 import { benchFleet } from "./bench-fleet.ts";
 import { benchOutage } from "./bench-outage.ts";
 import { benchSrtp } from "./bench-srtp.ts";
+import { summarize } from "./bench-stats.ts";
 import { benchStorm } from "./bench-storm.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
-  return sorted[Math.max(0, i)]!;
-}
-
-function stats(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  const round = (v: number) => Math.round(v * 100) / 100;
-  return {
-    n: s.length,
-    median: round(percentile(s, 50)),
-    p99: round(percentile(s, 99)),
-    min: round(s[0] ?? 0),
-  };
-}
+const stats = (values: number[]) => summarize(values);
 
 async function startLabProcess(): Promise<{ ready: LabReady; stop: () => void }> {
   const child = spawn(
