@@ -10,9 +10,11 @@ import type { Logger } from "./core/logger.ts";
 import { ClockService } from "./discovery/clock-service.ts";
 import type { Board } from "./hal/board.ts";
 import type { SrtpPolicy } from "./media/offer-answer.ts";
+import { missedCallFile } from "./phone/missed-store.ts";
 import { Phone, type PhoneEvent } from "./phone/phone.ts";
 import { type CallMediaPorts, callMediaPorts } from "./platform/call-media.ts";
 import { CryptoRandom } from "./platform/crypto-random.ts";
+import { nodeFileSystem } from "./platform/file-system.ts";
 import { SystemClock } from "./platform/system-clock.ts";
 
 /** Calls' media: where RTP is received, and the encryption asked of peers. */
@@ -95,6 +97,9 @@ export async function startPhone(o: {
   const media = mc ? await openMedia(mc) : undefined;
   const services = createPhoneServices({
     ...(media ? { media: media.factory } : {}),
+    missedCalls: missedCallFile(nodeFileSystem, o.config.storeDir, {
+      onDamaged: (reason) => o.logger.warn("missed-calls list damaged; starting empty", { reason }),
+    }),
     config: o.config.network,
     store,
     trustedRoots: o.config.trustedRoots,

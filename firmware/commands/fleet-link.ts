@@ -126,6 +126,47 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
     reason?: string;
   }> = [];
   let status: FleetStatus | undefined;
+  /** The call up now, from the phone's call events (the retained state's `call`). */
+  let call: DeviceState["call"];
+
+  /**
+   * A call event of the phone: the state's `call` follows it, and the event stream gets
+   * call.started (the first event of a call), call.transferring, call.ended (with the reason and
+   * duration) and call.missed. Numbers only (the user part of the URI), never display names.
+   */
+  const onCall = (e: Extract<PhoneEvent, { event: "call" }>) => {
+    const remote = e.remote ?? "";
+    switch (e.state) {
+      case "idle":
+        return;
+      case "missed":
+        agent.event("call.missed", { remote, busy: e.reason === "busy" });
+        return;
+      case "ended":
+        agent.event("call.ended", {
+          direction: e.direction ?? call?.direction,
+          remote,
+          reason: e.reason,
+          status: e.status,
+          durationS: Math.round((e.durationMs ?? 0) / 1000),
+        });
+        call = undefined;
+        agent.stateChanged();
+        return;
+      default: {
+        const direction = e.direction ?? call?.direction ?? "outgoing";
+        if (!call) {
+          call = { state: e.state, direction, remote, since: o.clock.now() };
+          agent.event("call.started", { direction, remote });
+        }
+        if (e.state === "transferring" && call.state !== "transferring")
+          agent.event("call.transferring", { remote, to: e.to });
+        call.state = e.state;
+        call.remote = remote;
+        agent.stateChanged();
+      }
+    }
+  };
 
   const refreshDiagnostics = () => {
     const core = o.core();
@@ -157,6 +198,7 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
         ...(diag?.network.ip ? { ip: diag.network.ip } : {}),
         ...(diag?.network.mac ? { mac: diag.network.mac } : {}),
       },
+      ...(call ? { call: { ...call } } : {}),
     };
   };
 
@@ -272,6 +314,10 @@ export async function startFleetLink(o: FleetLinkOptions): Promise<FleetLink> {
     onPhoneEvent(e) {
       if (e.event === "error") {
         agent.event("error", { code: e.code });
+        return;
+      }
+      if (e.event === "call") {
+        onCall(e);
         return;
       }
       if (e.event !== "state") return;

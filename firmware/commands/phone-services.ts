@@ -12,6 +12,7 @@ import type { Random } from "../core/random.ts";
 import type { ClockService } from "../discovery/clock-service.ts";
 import { DiscoveryError } from "../discovery/dhcp-codec.ts";
 import { buildDiscoveryPlan, type DiscoveryPlan } from "../discovery/discovery-plan.ts";
+import type { MissedCallStore } from "../phone/missed-store.ts";
 import type { DiscoveryResult, PhoneServices, RegistrationStatus } from "../phone/services.ts";
 import { createDnsResolver } from "../platform/dns-resolver.ts";
 import { createTlsDskEngine } from "../platform/tls-dsk-engines.ts";
@@ -100,6 +101,8 @@ export function createPhoneServices(o: {
    * and shows its line, but places and takes no calls.
    */
   media?: MediaPortFactory;
+  /** Where the missed-calls list survives a restart (the flash store's directory). */
+  missedCalls?: MissedCallStore;
 }): PhoneServices & { diagnostics(): Promise<Diagnostics> } {
   const { config, store, clock, random, logger } = o;
   let record: IdentityRecord | undefined;
@@ -140,6 +143,7 @@ export function createPhoneServices(o: {
   return {
     version: VERSION,
     ...(o.media ? { media: o.media } : {}),
+    ...(o.missedCalls ? { missedCalls: o.missedCalls } : {}),
 
     async discover(): Promise<DiscoveryResult> {
       const problems: DiscoveryError[] = [];

@@ -96,6 +96,13 @@ function partyLine(name: string, number: string, cols: number): string {
   return name === number || name.length + number.length + 1 > cols ? name : spread(name, number, cols);
 }
 
+/** Line 1 once DTMF is typed: the name, and flush right the digits (their tail, if long). */
+function digitsLine(name: string, digits: string, cols: number): string {
+  const room = Math.max(1, cols - Math.min(name.length, Math.floor(cols / 2)) - 1);
+  const shown = digits.slice(-room);
+  return spread(name.slice(0, Math.max(0, cols - shown.length - 1)), shown, cols);
+}
+
 export function dialBody(v: CallScreenView, cols: number): [string, string, string] {
   return [
     fieldLine("Dial: ", v.dialText, cols),
@@ -125,6 +132,15 @@ export function callBody(v: CallScreenView, cols: number): [string, string, stri
         softKeys(["Answer", "", "", "Reject"], cols),
       ];
     case "connected": {
+      if (c.transferringTo !== undefined) {
+        // Being transferred: the one thing to say; on a narrow display over two lines.
+        const text = `Transferring to ${c.transferringTo}…`;
+        const lines: [string, string] =
+          text.length <= cols
+            ? [partyLine(c.name, c.number, cols), text]
+            : ["Transferring to", `${c.transferringTo}…`];
+        return [...lines, softKeys(["", "", "", "End"], cols)];
+      }
       const flags = [
         c.held ? "On hold" : c.heldByPeer ? "Held" : "",
         c.muted ? "Muted" : "",
@@ -133,7 +149,7 @@ export function callBody(v: CallScreenView, cols: number): [string, string, stri
         .filter(Boolean)
         .join(" ");
       return [
-        partyLine(c.name, c.number, cols),
+        c.digits ? digitsLine(c.name, c.digits, cols) : partyLine(c.name, c.number, cols),
         spread(callTimer(c.connectedMs ?? 0), flags, cols).trimEnd(),
         softKeys([c.held ? "Resume" : "Hold", "Xfer", c.muted ? "Unmute" : "Mute", "End"], cols),
       ];

@@ -12,16 +12,30 @@
  * Every call holds its line (`line.keep()`) until it ends, so a failback or failover drains the
  * old flow instead of cutting the call; a line lost outright hangs its calls up while the flow is
  * still there (BYE), and the end says "line lost".
+ *
+ * Being transferred (RFC 3515, RFC 5589 §6 blind transfer): a REFER from the other party of the
+ * connected call is accepted (202, NOTIFY "100 Trying" — call.ts), and the desk dials the Refer-To
+ * target with the REFER's Referred-By (RFC 3892) as the transfer's "referral" call. Its progress
+ * goes back to the transferor as NOTIFY sipfrag (180 once it rings, its final status at the end).
+ * Once it is answered, or once the transferor hangs up on us whichever comes first, the referral
+ * becomes the desk's one call and the original one is "replaced": it ends quietly (the
+ * transferor's BYE, or ours after REPLACED_BYE_MS as a Lync transferee does when the transferor
+ * leaves it up), its end reported as "transferred". A referral that fails (busy, not found, no
+ * answer) leaves the original call as it was, with "Xfer failed" on the screen. While a referral
+ * is under way, hold, mute, DTMF and transfer are refused; hanging up ends both calls.
+ *
+ * DTMF: digits typed during a connected call go out as RFC 4733 telephone-events through the
+ * call's media port when it can (`sendDigit`, the real port's), and the view keeps what was typed.
  */
 import type { Line, LineEvent } from "../accounts/account.ts";
-import type { Clock } from "../core/clock.ts";
+import type { Clock, TimerHandle } from "../core/clock.ts";
 import { Emitter } from "../core/emitter.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Random } from "../core/random.ts";
 import { domainOf } from "../sip/registration/register-request.ts";
 import type { Call, CallEvent, EndReason, TransferProgress } from "../sip/session/call.ts";
 import { CallAgent } from "../sip/session/call-agent.ts";
-import type { RemoteParty } from "../sip/session/call-requests.ts";
+import { type RemoteParty, transferTarget } from "../sip/session/call-requests.ts";
 import type { MediaPort, MediaPortFactory } from "../sip/session/media-port.ts";
 
 /** What the screen shows of the call: dialling out, ringing there, ringing here, connected. */
@@ -43,6 +57,10 @@ export interface CallView {
   muted: boolean;
   /** A blind transfer under way. */
   transfer?: TransferProgress;
+  /** We are being transferred: the number the transfer dials, until it is answered or fails. */
+  transferringTo?: string;
+  /** DTMF digits typed during the call, oldest first (the last DIGITS_KEPT). */
+  digits: string;
 }
 
 export interface MissedCall {
@@ -75,8 +93,13 @@ export interface DialTarget {
 export type DeskEvent =
   /** A call rings here (the phone shows the incoming screen). */
   | { type: "incoming" }
-  /** The active call changed (state, party, hold, transfer, mute). */
+  /** The active call changed (state, party, hold, transfer, mute, digits). */
   | { type: "changed" }
+  /**
+   * The transfer's call replaced the original one (answered, or the transferor hung up): `end`
+   * is the original call's, reason "transferred"; the desk's call is now the new one.
+   */
+  | { type: "transferred"; end: CallEnd }
   | { type: "ended"; end: CallEnd }
   | { type: "missed"; missed: MissedCall }
   /** The ringer (tone and the ring LED) goes on or off. */
@@ -93,6 +116,39 @@ export interface CallDeskOptions {
   displayName?: string;
   /** Missed calls kept, newest first; default 20. */
   missedMax?: number;
+  /** Take a REFER from the other party (be transferred); default true, as a VVX or T4x does. */
+  acceptTransfers?: boolean;
+}
+
+/** After the transfer's call is answered, how long the transferor has to send its BYE before we do. */
+export const REPLACED_BYE_MS = 2_000;
+/** How long a key press's telephone-event lasts: the phone sees the press, not the release. */
+export const DTMF_DIGIT_MS = 100;
+/** DTMF digits the view keeps (the in-call screen shows the tail that fits). */
+const DIGITS_KEPT = 32;
+const DTMF_KEYS = /^[0-9*#]$/;
+
+/** A SIP status for the transferor's last NOTIFY (RFC 3515 §2.4.5) from how the referral ended. */
+function referralStatus(reason: EndReason, status: number | undefined): number {
+  if (status !== undefined && status >= 300) return status;
+  switch (reason) {
+    case "busy":
+      return 486;
+    case "declined":
+      return 603;
+    case "unavailable":
+      return 480;
+    case "no-answer":
+    case "timeout":
+      return 408;
+    case "media":
+      return 488;
+    case "cancelled":
+    case "local-hangup":
+      return 487;
+    default:
+      return 500;
+  }
 }
 
 /** The Request-URI of a number typed on the keypad: sip:DIGITS@<our domain> (as Lync routes an extension). */
@@ -137,10 +193,26 @@ interface Active {
   /** The line went while the call was up: its end is "line-lost" whatever the SIP said. */
   lineLost: boolean;
   answered: boolean;
+  /** DTMF typed in this call. */
+  digits: string;
+  /** We are being transferred: the call placed for the REFER, until it replaces this one or fails. */
+  referral?: Active;
+  /** It rang (its 180 went to the transferor). */
+  rang?: boolean;
+  /** Replaced by its referral: its end is quiet; only the line keep is let go. */
+  replaced?: boolean;
+  /** Our BYE, should the transferor leave a replaced call up. */
+  byeTimer?: TimerHandle;
 }
 
 /** A media port that can mute the microphone (firmware/platform/call-media.ts's has setMuted). */
 type MutablePort = MediaPort & { setMuted?: (on: boolean) => void; mute?: (on: boolean) => void };
+
+/**
+ * A media port that sends DTMF (the real port's `sendDigit`: RFC 4733 events when negotiated,
+ * in-band tones otherwise; false while no media runs). The phone layer names only this much of it.
+ */
+type DtmfPort = MediaPort & { sendDigit?: (digit: string, durationMs?: number) => boolean | undefined };
 
 export class CallDesk {
   readonly events = new Emitter<DeskEvent>();
@@ -184,6 +256,24 @@ export class CallDesk {
     this.unseen = 0;
   }
 
+  /**
+   * The list kept in flash from before a restart: after the calls missed since (newest first),
+   * bounded as every list is; its unseen ones still count as unseen.
+   */
+  restoreMissed(list: readonly MissedCall[], unseen: number): void {
+    const before = this.missedList.length;
+    this.missedList.push(...list);
+    this.missedList.splice(this.o.missedMax ?? 20);
+    const restored = this.missedList.length - before;
+    this.unseen += Math.max(0, Math.min(unseen, restored));
+  }
+
+  /** Forgets the list (sign-out, factory reset: nothing of the last user stays). */
+  clearMissed(): void {
+    this.missedList.length = 0;
+    this.unseen = 0;
+  }
+
   get lastDialled(): DialTarget | undefined {
     return this.last;
   }
@@ -221,6 +311,7 @@ export class CallDesk {
       label: target.label,
       lineLost: false,
       answered: false,
+      digits: "",
     };
     this.active = active;
     this.lastPort = undefined;
@@ -254,15 +345,18 @@ export class CallDesk {
 
   /** Ends the call whatever its state (CANCEL, 603 or BYE). */
   hangUp(): boolean {
-    const call = this.active?.call;
-    if (!call) return false;
+    const a = this.active;
+    const call = a?.call;
+    if (!a || !call) return false;
+    // Being transferred: the transfer's call goes first (the transferor hears 487), then ours.
+    a.referral?.call?.hangUp();
     call.hangUp();
     return true;
   }
 
   toggleHold(): boolean {
     const call = this.active?.call;
-    if (call?.state !== "confirmed") return false;
+    if (call?.state !== "confirmed" || this.active?.referral) return false;
     return call.holdState.local ? call.resume() : call.hold();
   }
 
@@ -272,7 +366,7 @@ export class CallDesk {
    */
   toggleMute(): boolean {
     const a = this.active;
-    if (!a?.call || !a.answered) return false;
+    if (!a?.call || !a.answered || a.referral) return false;
     a.muted = !a.muted;
     const port = a.port as MutablePort | undefined;
     if (port?.setMuted) port.setMuted(a.muted);
@@ -284,9 +378,28 @@ export class CallDesk {
   /** Blind transfer (REFER) of the connected call to `target`. */
   transfer(target: DialTarget): boolean {
     const call = this.active?.call;
-    if (call?.state !== "confirmed") return false;
+    if (call?.state !== "confirmed" || this.active?.referral) return false;
     this.o.logger.info("blind transfer", { target: target.uri });
     return call.blindTransfer(target.uri);
+  }
+
+  /**
+   * A key of the keypad during a connected call (0-9 * #): a telephone-event through the call's
+   * media port, and the digit on the screen. False when no call is connected (or we are being
+   * transferred), or the port did not send it (no media yet, or a port without DTMF).
+   */
+  sendDigit(digit: string): boolean {
+    const a = this.active;
+    const call = a?.call;
+    if (!a || !call || !a.answered || a.referral || !DTMF_KEYS.test(digit)) return false;
+    if (call.state !== "confirmed" && call.state !== "answered") return false;
+    a.digits = (a.digits + digit).slice(-DIGITS_KEPT);
+    const port = a.port as DtmfPort | undefined;
+    // A port without sendDigit (a test port, say) sends nothing; one returning void did send.
+    const sent = port?.sendDigit ? port.sendDigit(digit, DTMF_DIGIT_MS) !== false : false;
+    if (!sent) this.o.logger.debug("digit not sent: the call's media sends no DTMF now");
+    this.events.emit({ type: "changed" });
+    return sent;
   }
 
   view(): CallView | undefined {
@@ -316,10 +429,12 @@ export class CallDesk {
       held: hold.local,
       heldByPeer: hold.remote,
       muted: a.muted,
+      digits: a.digits,
     };
     if (phase === "connected") v.connectedMs = call.durationMs;
     const t = this.transferState.get(call);
     if (t) v.transfer = t;
+    if (a.referral) v.transferringTo = a.referral.label;
     return v;
   }
 
@@ -346,6 +461,7 @@ export class CallDesk {
         ...(this.o.displayName ? { displayName: this.o.displayName } : {}),
       },
       contact: line.contact,
+      acceptTransfers: this.o.acceptTransfers ?? true,
       media: () => {
         const port = media();
         this.lastPort = port;
@@ -402,6 +518,7 @@ export class CallDesk {
       label: number,
       lineLost: false,
       answered: false,
+      digits: "",
     };
     this.active = active;
     call.on((e) => this.onCallEvent(active, e));
@@ -411,16 +528,124 @@ export class CallDesk {
   }
 
   private onCallEvent(a: Active, e: CallEvent): void {
+    if (a.replaced) {
+      // The transfer's call has taken over: this one only has its line keep to give back.
+      if (e.type === "state" && e.state === "terminated") {
+        a.byeTimer?.cancel();
+        a.release();
+      }
+      return;
+    }
     if (this.active !== a) return;
     if (e.type === "transfer" && a.call) this.transferState.set(a.call, e.progress);
+    if (e.type === "transfer-requested") {
+      this.onTransferRequested(a, e.target, e.referredBy);
+      return;
+    }
     if (e.type === "state" && e.state === "terminated") {
-      this.finish(a, e.reason ?? "failed", e.status);
+      // The transferor hung up on us while the transfer's call is still ringing: that call goes on.
+      if (a.referral) this.promote(a, a.referral);
+      else this.finish(a, e.reason ?? "failed", e.status);
       return;
     }
     if (e.type === "state" && (e.state === "answered" || e.state === "confirmed")) {
       a.answered = true;
       this.stopRinging();
     }
+    this.events.emit({ type: "changed" });
+  }
+
+  // ── being transferred ──────────────────────────────────────────────────────────────────────
+
+  private onTransferRequested(a: Active, referTo: string, referredBy: string | undefined): void {
+    const original = a.call;
+    if (!original) return;
+    const slot = this.current;
+    if (a.referral || !slot) {
+      // One transfer at a time; and with no line up (failover under way) there is nowhere to dial.
+      this.o.logger.info("transfer refused", { reason: a.referral ? "one under way" : "no line" });
+      original.reportTransfer(503, "Service Unavailable");
+      return;
+    }
+    const target = transferTarget(referTo);
+    const label = numberOf(target);
+    this.o.logger.info("being transferred", { target });
+    const next: Active = {
+      call: undefined,
+      slot,
+      direction: "outgoing",
+      port: undefined,
+      muted: false,
+      release: slot.line.keep(),
+      label,
+      lineLost: false,
+      answered: false,
+      digits: "",
+    };
+    a.referral = next;
+    this.transferState.delete(original);
+    this.lastPort = undefined;
+    const call = slot.agent.dial(
+      target,
+      (e, c) => {
+        next.call = c;
+        this.onReferralEvent(a, next, e);
+      },
+      referredBy !== undefined ? { referredBy } : {},
+    );
+    next.call = call;
+    next.port = this.lastPort;
+    if (a.referral === next) this.events.emit({ type: "changed" });
+  }
+
+  private onReferralEvent(a: Active, next: Active, e: CallEvent): void {
+    if (this.active === next) {
+      this.onCallEvent(next, e);
+      return;
+    }
+    if (a.referral !== next || e.type !== "state") return;
+    const original = a.call!;
+    if ((e.state === "ringing" || e.state === "early") && !next.rang) {
+      next.rang = true;
+      original.reportTransfer(180);
+      this.events.emit({ type: "changed" });
+    } else if (e.state === "confirmed") {
+      next.answered = true;
+      original.reportTransfer(200);
+      this.promote(a, next);
+    } else if (e.state === "terminated") {
+      a.referral = undefined;
+      next.release();
+      const status = referralStatus(e.reason ?? "failed", e.status);
+      this.o.logger.info("transfer failed", { reason: e.reason, status });
+      original.reportTransfer(status);
+      this.transferState.set(original, "failed");
+      this.events.emit({ type: "changed" });
+    }
+  }
+
+  /** The transfer's call becomes the desk's call; the original ends quietly (see the header). */
+  private promote(a: Active, next: Active): void {
+    a.referral = undefined;
+    a.replaced = true;
+    this.active = next;
+    const call = a.call!;
+    const { name, number } = partyLabel(call.remoteParty, a.direction === "outgoing" ? a.label : "Unknown");
+    const end: CallEnd = {
+      direction: a.direction,
+      name,
+      number,
+      reason: "transferred",
+      durationMs: call.durationMs,
+    };
+    if (call.state === "terminated") a.release();
+    else
+      a.byeTimer = this.o.clock.setTimer(REPLACED_BYE_MS, () => {
+        a.byeTimer = undefined;
+        call.hangUp();
+      });
+    this.o.logger.info("transferred", { to: next.label, durationMs: end.durationMs });
+    this.events.emit({ type: "transferred", end });
     this.events.emit({ type: "changed" });
   }
 

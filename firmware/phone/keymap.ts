@@ -15,7 +15,7 @@
  * | dial              | 0-9 type · `#`/ok/soft4 (Call) call (`#` on an empty number: redial) · `*`/left/back/soft1 (Back) delete a digit, on none close · soft2 (Clear) or long `*` clear · on-hook close · the number is called by itself after `dialTimeoutMs` without a key |
  * | calling, ringing  | on-hook, soft4 (End), back cancel                                         |
  * | incoming          | off-hook, soft1 (Answer), ok answer · soft4 (Reject) 603 Decline          |
- * | in call           | on-hook, soft4 (End) hang up · soft1 (Hold/Resume) · soft2 (Xfer) the transfer screen · soft3 (Mute/Unmute) |
+ * | in call           | on-hook, soft4 (End) hang up · soft1 (Hold/Resume) · soft2 (Xfer) the transfer screen · soft3 (Mute/Unmute) · 0-9 `*` `#` send DTMF (RFC 4733), shown on line 1 |
  * | transfer          | 0-9 type · `#`/ok/soft4 (Send) blind transfer (REFER) · `*`/left/back/soft1 (Back) delete a digit, on none back to the call · soft2 (Clear) · on-hook hang up |
  * | missed calls      | up/down move · `#`/ok/soft4 (Call) call back · `*`/back/left/menu/soft1 (Back) close · off-hook dial |
  * | call ended        | as idle (the screen returns to idle after a few seconds; on-hook at once)  |
@@ -61,6 +61,8 @@ export type Command =
   | { kind: "toggle-mute" }
   | { kind: "open-transfer" }
   | { kind: "transfer" }
+  /** A keypad key during a call: a DTMF digit to the other end. */
+  | { kind: "dtmf"; digit: string }
   /** Leaves a call screen (dial, missed list, call ended) for idle. */
   | { kind: "close-call-screen" };
 
@@ -200,6 +202,9 @@ export function commandFor(state: PhoneState, ui: UiMode, event: KeyEvent): Comm
   const form = FIELDS.has(screen);
   if (event.kind === "long-press") return form && event.key === "*" ? c("clear") : undefined;
   if (form && isDigit(event.key)) return { kind: "digit", digit: event.key };
+  // In a call the whole keypad is DTMF (an IVR's menu, a voicemail PIN, a conference code).
+  if (screen === "in-call" && (isDigit(event.key) || event.key === "*" || event.key === "#"))
+    return { kind: "dtmf", digit: event.key };
   // A digit on the idle screen starts dialling with it (as on a VVX or T4x).
   if (screen === "idle" && isDigit(event.key)) return { kind: "open-dial", digit: event.key };
   return KEYMAP[screen][event.key];

@@ -61,10 +61,21 @@ export type PhoneEvent =
    */
   | {
       event: "call";
-      state: "calling" | "ringing" | "incoming" | "connected" | "held" | "ended" | "missed" | "idle";
+      state:
+        | "calling"
+        | "ringing"
+        | "incoming"
+        | "connected"
+        | "held"
+        | "transferring"
+        | "ended"
+        | "missed"
+        | "idle";
       direction?: "outgoing" | "incoming";
       /** The other end's number (user part of its URI). */
       remote?: string;
+      /** With `transferring`: the number the other end transfers us to. */
+      to?: string;
       reason?: string;
       status?: number;
       durationMs?: number;
@@ -101,6 +112,8 @@ export interface PhoneOptions {
     dialTimeoutMs?: number;
     /** How long the call-ended screen shows before idle (default 3 000). */
     endedScreenMs?: number;
+    /** Take transfers (a REFER from the other party); default true. */
+    acceptTransfers?: boolean;
   };
 }
 
@@ -159,9 +172,11 @@ export class Phone {
   private callTick: TimerHandle | undefined;
   private ended: CallEnd | undefined;
   private missedIndex = 0;
-  /** The last call event's state, so a re-render does not repeat it. */
+  /** The last call event's state and remote, so a re-render does not repeat it. */
   private lastCallState: string | undefined;
   private callBusy = false;
+  /** Loads, then saves, of the missed-calls list in flash, one after the other. */
+  private missedIo: Promise<void> = Promise.resolve();
 
   private current: PhoneState = "booting";
   private ui: UiMode = "none";
@@ -218,6 +233,7 @@ export class Phone {
       random: o.random,
       logger: this.log,
       ...(o.services.media ? { media: o.services.media } : {}),
+      ...(o.options?.acceptTransfers !== undefined ? { acceptTransfers: o.options.acceptTransfers } : {}),
     });
     this.desk.events.on((e) => {
       if (this.running) this.onDesk(e);
@@ -256,6 +272,7 @@ export class Phone {
     this.applyLeds();
     this.refresh();
     this.scheduleMinuteTick();
+    this.restoreMissed();
     this.transition("discovering");
     void this.discoverAndSetClock(this.gen, true).catch(this.logFailure("discoverAndSetClock"));
   }
@@ -667,8 +684,40 @@ export class Phone {
     this.transition("sign-in-required", { reason: "signed-out", ui: "extension" });
   }
 
-  /** Sign-out and factory reset: nothing of the last user stays on the screens. */
+  /**
+   * The missed calls kept in flash before a restart. Saves wait for this load, so a call missed
+   * while it runs is merged with the old list instead of overwriting it.
+   */
+  private restoreMissed(): void {
+    const store = this.services.missedCalls;
+    if (!store) return;
+    this.missedIo = store
+      .load()
+      .then((r) => {
+        if (!r || !this.running) return;
+        this.desk.restoreMissed(r.missed, r.unseen);
+        this.refresh();
+      })
+      .catch((err: unknown) =>
+        this.log.warn("missed calls not restored", { code: asHandsetError(err).code }),
+      );
+  }
+
+  /** Writes the missed-calls list as it is now (after any earlier write). */
+  private saveMissed(): void {
+    const store = this.services.missedCalls;
+    if (!store) return;
+    this.missedIo = this.missedIo
+      .then(() => store.save({ v: 1, missed: [...this.desk.missed], unseen: this.desk.unseenMissed }))
+      .catch((err: unknown) => this.log.warn("missed calls not saved", { code: asHandsetError(err).code }));
+  }
+
+  /** Sign-out and factory reset: nothing of the last user stays on the screens (or in flash). */
   private forgetUser(): void {
+    if (this.desk.missed.length > 0) {
+      this.desk.clearMissed();
+      this.saveMissed();
+    }
     this.extension = "";
     this.pin = "";
     this.displayName = undefined;
@@ -847,7 +896,10 @@ export class Phone {
         this.redial();
         return;
       case "open-missed":
-        desk.markMissedSeen();
+        if (desk.unseenMissed > 0) {
+          desk.markMissedSeen();
+          this.saveMissed();
+        }
         this.missedIndex = 0;
         this.ended = undefined;
         this.setUi("missed");
@@ -873,11 +925,17 @@ export class Phone {
       case "toggle-mute":
         desk.toggleMute();
         return;
-      case "open-transfer":
-        if (desk.view()?.phase !== "connected") return;
+      case "dtmf":
+        desk.sendDigit(cmd.digit);
+        return;
+      case "open-transfer": {
+        const c = desk.view();
+        // Not while we are being transferred ourselves: that call is not ours to pass on yet.
+        if (c?.phase !== "connected" || c.transferringTo !== undefined) return;
         this.dialText = "";
         this.setUi("transfer");
         return;
+      }
       case "transfer": {
         const aor = desk.aor ?? this.uri;
         if (!this.dialText || !aor) return;
@@ -961,6 +1019,20 @@ export class Phone {
       case "changed":
         this.syncCallUi();
         return;
+      case "transferred": {
+        // The original call's end, for the log and the fleet; the screen stays with the new call.
+        const end = e.end;
+        this.lastCallState = undefined;
+        this.events.emit({
+          event: "call",
+          state: "ended",
+          direction: end.direction,
+          remote: end.number,
+          reason: end.reason,
+          durationMs: end.durationMs,
+        });
+        return;
+      }
       case "ended": {
         const end = e.end;
         this.ended = end;
@@ -988,6 +1060,7 @@ export class Phone {
         return;
       }
       case "missed":
+        this.saveMissed();
         this.events.emit({
           event: "call",
           state: "missed",
@@ -1015,10 +1088,23 @@ export class Phone {
         : c.phase === "incoming"
           ? "incoming"
           : "outgoing";
-    const state = c.phase === "connected" && (c.held || c.heldByPeer) ? "held" : c.phase;
-    if (state !== this.lastCallState) {
-      this.lastCallState = state;
-      this.events.emit({ event: "call", state, direction: c.direction, remote: c.number });
+    const state =
+      c.transferringTo !== undefined
+        ? "transferring"
+        : c.phase === "connected" && (c.held || c.heldByPeer)
+          ? "held"
+          : c.phase;
+    // The remote is part of the key: a transfer's call follows the original one in the same state.
+    const key = `${state} ${c.number}`;
+    if (key !== this.lastCallState) {
+      this.lastCallState = key;
+      this.events.emit({
+        event: "call",
+        state,
+        direction: c.direction,
+        remote: c.number,
+        ...(c.transferringTo !== undefined ? { to: c.transferringTo } : {}),
+      });
     }
     if (ui !== this.ui) {
       if (this.ui === "dial") {

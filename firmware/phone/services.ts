@@ -5,6 +5,7 @@
  */
 import type { Line, LineEvent } from "../accounts/account.ts";
 import type { MediaPortFactory } from "../sip/session/media-port.ts";
+import type { MissedCallStore } from "./missed-store.ts";
 
 export type { Line, LineEvent };
 
@@ -83,6 +84,11 @@ export interface PhoneServices {
    * Absent: the phone places and takes no calls (a line alone cannot carry audio).
    */
   media?: MediaPortFactory;
+  /**
+   * Flash for the missed-calls list (missed-store.ts's missedCallFile): restored at start, saved
+   * on every change. Absent: the list lives in RAM and a restart forgets it.
+   */
+  missedCalls?: MissedCallStore;
   /**
    * A new key pair and certificate now (certificate-authenticated, no PIN), kept in flash; the
    * next registration uses it. Throws HandsetError (not-signed-in, server-unreachable, …).

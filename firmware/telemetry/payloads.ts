@@ -20,6 +20,19 @@ export interface DeviceState {
   firmware: { version: string; slot?: string };
   uptimeS: number;
   addresses: { ip?: string; mac?: string };
+  /** The call up now (ringing either way, connected, held, being transferred), or none. */
+  call?: CallState;
+}
+
+/**
+ * A call as the fleet sees it: its phase, who started it, the other end's number (the user part
+ * of its URI: an extension or E.164 number, never a display name) and when it began (epoch ms).
+ */
+export interface CallState {
+  state: string;
+  direction: "outgoing" | "incoming";
+  remote: string;
+  since: number;
 }
 
 export interface OutboxCounts {
@@ -74,10 +87,23 @@ export function statePayload(
     firmware: { version: str(d.firmware?.version) ?? "unknown", slot: str(d.firmware?.slot) },
     uptimeS: Math.floor(num(d.uptimeS) ?? 0),
     addresses: { ip: str(d.addresses?.ip), mac: str(d.addresses?.mac) },
+    // Always present: null says "no call" to a dashboard that reads the retained state alone.
+    call: callPayload(d.call),
     birthSeq: o.birthSeq,
     outbox: { queued: o.outbox.queued, dropped: o.outbox.dropped },
     ts: iso(o.now),
   });
+}
+
+function callPayload(c: CallState | undefined): Record<string, unknown> | null {
+  const since = c ? num(c.since) : undefined;
+  if (!c || since === undefined) return null;
+  return {
+    state: str(c.state) ?? "unknown",
+    direction: c.direction === "incoming" ? "incoming" : "outgoing",
+    remote: str(c.remote),
+    since: iso(since),
+  };
 }
 
 /** The last will, fixed at CONNECT: the broker publishes it when the phone vanishes. */

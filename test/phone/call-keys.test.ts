@@ -3,8 +3,14 @@
  * pure functions; the calls themselves run against the lab in calls.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { callTimer, endText, softKeys } from "../../firmware/phone/call-screens.ts";
-import { dialUri, numberOf, partyLabel } from "../../firmware/phone/calls.ts";
+import {
+  type CallScreenView,
+  callBody,
+  callTimer,
+  endText,
+  softKeys,
+} from "../../firmware/phone/call-screens.ts";
+import { type CallView, dialUri, numberOf, partyLabel } from "../../firmware/phone/calls.ts";
 import { commandFor, hookCommand } from "../../firmware/phone/keymap.ts";
 
 const press = (key: Parameters<typeof commandFor>[2]["key"]) => ({ key, kind: "press" as const });
@@ -43,6 +49,12 @@ describe("call keys", () => {
       expect(hookCommand(state, "in-call", false)).toEqual({ kind: "hang-up" });
     }
     expect(commandFor("registered", "transfer", press("#"))).toEqual({ kind: "transfer" });
+    // The keypad is DTMF in a call; on the transfer screen it types the number.
+    for (const key of ["0", "5", "9", "*", "#"] as const)
+      expect(commandFor("registered", "in-call", press(key))).toEqual({ kind: "dtmf", digit: key });
+    expect(commandFor("registered", "in-call", { key: "*", kind: "long-press" })).toBeUndefined();
+    expect(commandFor("registered", "transfer", press("5"))).toEqual({ kind: "digit", digit: "5" });
+    expect(commandFor("registered", "outgoing", press("5"))).toBeUndefined();
     expect(hookCommand("registered", "outgoing", false)).toEqual({ kind: "hang-up" });
   });
 });
@@ -69,5 +81,47 @@ describe("call screen pieces", () => {
     expect(
       partyLabel({ uri: "sip:4712@lab.test", asserted: [{ uri: "tel:+4930123", displayName: "Bob" }] }, "?"),
     ).toEqual({ name: "Bob", number: "+4930123" });
+  });
+});
+
+describe("in-call screen: being transferred, DTMF typed", () => {
+  const call: CallView = {
+    direction: "incoming",
+    phase: "connected",
+    name: "4711",
+    number: "4711",
+    connectedMs: 65_000,
+    held: false,
+    heldByPeer: false,
+    muted: false,
+    digits: "",
+  };
+  const view = (c: Partial<CallView>): CallScreenView => ({
+    dialText: "",
+    call: { ...call, ...c },
+    missed: [],
+    missedIndex: 0,
+    timeOf: () => "00:00",
+  });
+
+  it("Transferring to 4713… on one line where it fits, on two where it does not", () => {
+    expect(callBody(view({ transferringTo: "4713" }), 32)).toEqual([
+      "4711",
+      "Transferring to 4713…",
+      softKeys(["", "", "", "End"], 32),
+    ]);
+    expect(callBody(view({ transferringTo: "4713" }), 20)).toEqual([
+      "Transferring to",
+      "4713…",
+      "                 End",
+    ]);
+  });
+
+  it("the digits typed show on line 1 (the name keeps up to half the line, the newest digits the rest)", () => {
+    expect(callBody(view({ digits: "123#" }), 20)[0]).toBe("4711            123#");
+    expect(callBody(view({ name: "Conference Bridge", digits: "98765432101234#" }), 20)[0]).toBe(
+      "Conference 32101234#",
+    );
+    expect(callBody(view({}), 20)[0]).toBe("4711");
   });
 });

@@ -2,7 +2,8 @@
  * Issue 12, the phone's calls end to end: whole Phones on simulated boards, registered with the
  * lab's SBA by the firmware's Account over real TLS-DSK, calling each other through the lab's call
  * router, driven only by the board (keys and the hook switch) as a person would. Media is a test
- * port (call-rig's FakeMedia).
+ * port (call-rig's FakeMedia, which records the DTMF sent through it); call-dtmf.test.ts runs the
+ * real media port.
  *
  * A = 4711 (the lab's test client), B = 4712, C = 4713, all on the SBA.
  */
@@ -127,6 +128,10 @@ describe("a call between two phones through the lab's SBA", () => {
     await idle(a, b);
     expect(b.screen()[0]).toMatch(/^4712 +1 missed$/);
     expect(b.phone.calls.missed[0]).toMatchObject({ number: "4711", busy: false });
+    // Kept in flash too, for a restart (missed-store.test.ts restores it).
+    await expect
+      .poll(async () => (await b.services.missedCalls!.load())?.missed[0])
+      .toMatchObject({ number: "4711", uri: "sip:4711@lab.test", busy: false });
 
     // The missed list from idle (soft4), then call back with #.
     b.board.press("soft4");
@@ -183,18 +188,81 @@ describe("a call between two phones through the lab's SBA", () => {
   }, 30_000);
 });
 
-describe("transfer and a lost line", () => {
-  it("Xfer sends a REFER to the number typed (B declines transfers: A's screen says it failed)", async () => {
+describe("transfer, DTMF and a lost line", () => {
+  it("B transfers A to C with Xfer: A shows Transferring to 4713…, C rings and answers, A–C talk, B's call ended Transferred", async () => {
+    const since = a.events.length;
     a.board.typeKeys("4712#");
     await untilShows(b, "Incoming call");
     b.board.setHook(true);
     await untilShows(a, /^00:0\d/);
-    a.board.press("soft2"); // Xfer
-    expect(a.screen()).toEqual(["To: _", "Transfer 4712", "Registered", "Back Clr        Send"]);
-    a.board.typeKeys("4713#");
+    await untilShows(b, /^00:0\d/);
+
+    b.board.press("soft2"); // Xfer
+    expect(b.screen()).toEqual(["To: _", "Transfer 4711", "Registered", "Back Clr        Send"]);
+    b.board.typeKeys("4713#");
+    // A takes the REFER and dials C; on a 20-column display the words take two lines.
+    await untilShows(a, "Transferring to");
+    expect(a.screen()).toEqual(["Transferring to", "4713…", "Registered", "                 End"]);
+    await untilShows(c, "Incoming call");
+    expect(c.screen()[0]).toBe("4711");
+    await untilShows(b, "Xfer…");
+
+    c.board.setHook(true);
+    await untilShows(b, "Transferred");
+    await until(a, () => a.screen()[0] === "4713" && /^00:0\d/.test(a.screen()[1]!), "A connected to C");
+    await untilShows(c, /^00:0\d/);
+    expect(a.screen()[3]).toBe("Hold Xfer Mute   End");
+    await until(b, () => !b.phone.inCall, "B's call to end");
+    expect(b.events).toContainEqual(
+      expect.objectContaining({ event: "call", state: "ended", remote: "4711", reason: "transferred" }),
+    );
+    await idle(b);
+    // A's original call ended (the fleet hears of it), and the one to C began without a call-ended screen.
+    expect(callStates({ ...a, events: a.events.slice(since) })).toEqual([
+      "calling",
+      "ringing",
+      "connected",
+      "transferring",
+      "ended",
+      "connected",
+    ]);
+    expect(a.events).toContainEqual({
+      event: "call",
+      state: "transferring",
+      direction: "outgoing",
+      remote: "4712",
+      to: "4713",
+    });
+    expect(a.events).toContainEqual(
+      expect.objectContaining({ event: "call", state: "ended", remote: "4712", reason: "transferred" }),
+    );
+    expect(a.events.at(-1)).not.toMatchObject({ event: "call", state: "idle" });
+
+    // DTMF on the A–C call: each key a telephone-event through the call's port, shown on line 1.
+    a.board.typeKeys("12#");
+    expect(a.screen()[0]).toBe("4713             12#");
+    const [toB, toC] = a.services.ports.slice(-2);
+    expect(toC!.digits.map((d) => d.digit)).toEqual(["1", "2", "#"]);
+    expect(toB!.digits).toEqual([]);
+
+    c.board.setHook(false);
+    await untilShows(a, "Call ended");
+    await idle(a, c);
+  }, 30_000);
+
+  it("a transfer to a number the pool does not know fails: NOTIFY 404, B and A stay connected", async () => {
+    a.board.typeKeys("4712#");
+    await untilShows(b, "Incoming call");
+    b.board.setHook(true);
+    await untilShows(a, /^00:0\d/);
+    b.board.press("soft2");
+    b.board.typeKeys("4799#");
+    await untilShows(b, "Xfer failed");
     await untilShows(a, "Xfer failed");
-    expect(a.phone.uiMode).toBe("in-call");
-    a.board.press("soft4");
+    expect(a.screen()[0]).toBe("4712");
+    expect(a.phone.inCall && b.phone.inCall).toBe(true);
+    expect(b.phone.uiMode).toBe("in-call");
+    b.board.press("soft4");
     await idle(a, b);
   }, 30_000);
 

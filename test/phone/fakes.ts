@@ -1,4 +1,5 @@
 /** Fakes for phone tests: a board made of arrays and PhoneServices driven by scripted results. */
+
 import { afterEach } from "vitest";
 import { ManualClock } from "../../firmware/core/clock.ts";
 import { HandsetError } from "../../firmware/core/errors.ts";
@@ -7,6 +8,7 @@ import { SeededRandom } from "../../firmware/core/random.ts";
 import type { DisplayFrame, DisplaySink } from "../../firmware/hal/display.ts";
 import type { HookSwitch, Indicator, IndicatorState, Indicators } from "../../firmware/hal/indicators.ts";
 import type { Key, KeyEvent, KeySource } from "../../firmware/hal/keys.ts";
+import type { MissedCallStore } from "../../firmware/phone/missed-store.ts";
 import { Phone, type PhoneEvent } from "../../firmware/phone/phone.ts";
 import type {
   DiscoveryResult,
@@ -102,6 +104,8 @@ export class FakeServices implements PhoneServices {
   readonly registrations: FakeRegistration[] = [];
   signOuts = 0;
   resets = 0;
+  /** The missed-calls list's flash (missed-store.ts); absent unless a test gives one. */
+  missedCalls: MissedCallStore | undefined;
   reprovisionScript: Script<{ notAfter: number }> = [];
   info: Array<[string, string]> = [
     ["IP", "10.0.0.5"],

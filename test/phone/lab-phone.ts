@@ -3,41 +3,51 @@
  * Account (TLS-DSK over SIP/TLS on loopback) behind PhoneServices, so the phone gets its line from
  * the account and places and takes calls through the lab's call router. Discovery, SNTP and
  * sign-in are the scripted fakes (a user with a certificate in flash); media is call-rig's
- * FakeMedia (the real media port is tested in test/platform/).
+ * FakeMedia unless the handset is given a port factory (call-dtmf.test.ts gives it the real one).
  */
 import { X509Certificate } from "node:crypto";
 import { createSimBoard, type SimBoard } from "../../board/sim/index.ts";
 import { Account, type LineEvent } from "../../firmware/accounts/account.ts";
 import { endpointForCert } from "../../firmware/commands/register.ts";
 import { createLogger, type LogRecord } from "../../firmware/core/logger.ts";
+import { missedCallFile } from "../../firmware/phone/missed-store.ts";
 import { Phone, type PhoneEvent } from "../../firmware/phone/phone.ts";
 import type { DiscoveryResult, RegistrationStatus } from "../../firmware/phone/services.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
 import { createTlsDskEngine } from "../../firmware/platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../../firmware/platform/tls-flow.ts";
+import type { MediaPortFactory } from "../../firmware/sip/session/media-port.ts";
 import type { Lab } from "../lab/lab.ts";
 import type { LabUserCreds } from "../lab-calls/phones.ts";
 import { FakeMedia } from "../sip/call-rig.ts";
+import { MemoryFileSystem } from "../store/memory-file-system.ts";
 import { FakeServices } from "./fakes.ts";
 
 /** FakeServices whose register() runs the real registrar policy against the lab. */
 export class LabServices extends FakeServices {
+  /** The fake ports made (none when a real factory was given). */
   readonly ports: FakeMedia[] = [];
   account: Account | undefined;
-  readonly media = () => {
-    const p = new FakeMedia("127.0.0.1");
-    this.ports.push(p);
-    return p;
-  };
+  readonly media: MediaPortFactory;
 
   constructor(
     private readonly lab: Lab,
     private readonly user: LabUserCreds,
     private readonly registrar: string,
     private readonly serverName: string,
+    media?: MediaPortFactory,
   ) {
     super();
+    // The missed-calls list in a flash of its own (a MemoryFileSystem), as a phone keeps it.
+    this.missedCalls = missedCallFile(new MemoryFileSystem(), "/store");
+    this.media =
+      media ??
+      (() => {
+        const p = new FakeMedia("127.0.0.1");
+        this.ports.push(p);
+        return p;
+      });
     this.identityResult = { hasCredential: true, uri: user.aor };
   }
 
@@ -115,10 +125,11 @@ export async function labHandset(
     registrar: lab.ready.sba,
     serverName: lab.ready.names.sba,
   },
+  o: { media?: MediaPortFactory } = {},
 ): Promise<LabHandset> {
   const clock = new SystemClock();
   const board = createSimBoard({ clock, name });
-  const services = new LabServices(lab, user, where.registrar, where.serverName);
+  const services = new LabServices(lab, user, where.registrar, where.serverName, o.media);
   const events: PhoneEvent[] = [];
   const logs: LogRecord[] = [];
   const phone = new Phone({

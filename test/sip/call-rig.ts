@@ -268,6 +268,8 @@ export class FakeMedia implements MediaPort {
   pending: string | undefined;
   agreed: string | undefined;
   readonly log: string[] = [];
+  /** Key presses the phone sent through this port (the real port's sendDigit: RFC 4733 events). */
+  readonly digits: Array<{ digit: string; durationMs: number | undefined }> = [];
 
   constructor(readonly address: string) {}
 
@@ -341,6 +343,13 @@ export class FakeMedia implements MediaPort {
 
   connected(): void {
     this.log.push("connected");
+  }
+
+  /** As the real port: false before media runs (nothing agreed) or after close. */
+  sendDigit(digit: string, durationMs?: number): boolean {
+    if (!this.agreed || this.closed) return false;
+    this.digits.push({ digit, durationMs });
+    return true;
   }
 
   close(): void {

@@ -41,6 +41,7 @@ describe("payloads", () => {
         firmware: { version: "0.2.0", slot: "b" },
         uptimeS: 99,
         addresses: { ip: "192.0.2.10", mac: "02:00:00:00:00:01" },
+        call: null,
         birthSeq: 7,
         outbox: { queued: 3, dropped: 1 },
         ts: "2026-01-02T03:04:05.000Z",
@@ -64,9 +65,31 @@ describe("payloads", () => {
       firmware: { version: "0.1.0" },
       uptimeS: 0,
       addresses: {},
+      call: null,
       birthSeq: 1,
       outbox: { queued: 0, dropped: 0 },
       ts: "2026-01-02T03:04:05.000Z",
+    });
+  });
+
+  it("state: the call up now, its start as ISO time; nothing but its four fields", () => {
+    const withCall = {
+      ...device,
+      call: {
+        state: "connected",
+        direction: "incoming",
+        remote: "4712",
+        since: NOW,
+        uri: "sip:x",
+        name: "Bob",
+      },
+    } as unknown as DeviceState;
+    const p = parse(statePayload(withCall, { birthSeq: 7, outbox: { queued: 0, dropped: 0 }, now: NOW }));
+    expect(p.call).toEqual({
+      state: "connected",
+      direction: "incoming",
+      remote: "4712",
+      since: "2026-01-02T03:04:05.000Z",
     });
   });
 

@@ -22,8 +22,10 @@
  *   (session-timer.ts's watchdog); a 422 is retried with the larger Min-SE.
  * - blindTransfer: REFER with Refer-To; 202, then the NOTIFYs' sipfrag tell the progress; on a
  *   2xx sipfrag the call is over ("transferred", we send BYE as RFC 5589 §6.1 has the transferor
- *   do). A REFER from the peer is declined 603 unless `acceptTransfers`, then 202 and a
- *   "transfer-requested" event; the owner places the new call and reports with reportTransfer.
+ *   do). A REFER from the peer is declined 603 unless `acceptTransfers`, then 202, NOTIFY
+ *   "100 Trying" (RFC 3515 §2.4.4) and a "transfer-requested" event; the owner places the new
+ *   call (dial with the REFER's Referred-By, RFC 3892) and reports its progress with
+ *   reportTransfer (180, then the final status, which ends the implicit subscription).
  * - Requests in a dialog that has ended get 481 (the core, or this call once terminated).
  *
  * Events: state changes with reasons, the remote party (From / To, P-Asserted-Identity), hold,
