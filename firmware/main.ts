@@ -82,8 +82,8 @@ export async function startPhone(o: {
         random,
         logger: o.logger,
         address: mc.address,
-        // G.711 only: the stream encodes nothing else yet (G.722 is issue 12's open item).
-        capabilities: { codecs: ["PCMU", "PCMA"], srtp: mc.srtp },
+        // Wideband first, as Lync-certified phones offer: G.722, then G.711 µ-law and A-law.
+        capabilities: { codecs: ["G722", "PCMU", "PCMA"], srtp: mc.srtp },
         ...(o.board.audio ? { audio: o.board.audio } : {}),
         ...(mc.detectTones ? { detectTones: mc.detectTones } : {}),
       });

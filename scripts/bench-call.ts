@@ -1,40 +1,23 @@
-/**
- * Call set-up time on loopback (issue 12; measures, never asserts): two users registered with the
- * firmware's own stack (UserAgentCore + Registration over the real SIP/TLS flow and TLS-DSK, as
- * Account.mechanismOn builds it) on the in-process lab's SBA, each with a CallAgent on its core
- * and the real media port (platform/call-media.ts: SDES-SRTP, RTP sockets on 127.0.0.1). The
- * callee answers at once (no 180). Over `calls` calls after `warmup` ones, one at a time:
- *
- * - invite_to_ack_ms: the caller's INVITE written to its flow → its ACK written (timestamps taken
- *   in a pass-through view of the flow, so after signing, at the socket write) — the headline;
- * - dial_to_confirmed_ms: CallAgent.dial() → the call's "confirmed" state (just after the ACK);
- * - the parts: dial → INVITE written (SRTP key and offer, INVITE built and signed), INVITE → 200
- *   received at the caller (both proxy legs and the callee), the callee's INVITE received → 200
- *   written, the caller's 200 received → ACK written, and dial → ACK received at the callee;
- * - dial → first SRTP packet received and authenticated, at each side (the stream's first
- *   "remote-ssrc" event);
- * - hang-up (BYE) → both calls terminated.
- *
- * Each call is hung up and both ends terminated, their media ports closed and the socket pools
- * refilled before the next starts. Called from scripts/bench.ts; `npx tsx scripts/bench-call.ts`
- * prints the result alone.
- */
-import { X509Certificate } from "node:crypto";
 import { endpointForCert } from "../firmware/commands/register.ts";
 import { silentLogger } from "../firmware/core/logger.ts";
 import { type CallMediaPorts, callMediaPorts } from "../firmware/platform/call-media.ts";
 import { CryptoRandom } from "../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../firmware/platform/system-clock.ts";
-import { createTlsDskEngine } from "../firmware/platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../firmware/platform/tls-flow.ts";
 import type { Flow } from "../firmware/sip/flow.ts";
 import { header, type SipMessage } from "../firmware/sip/message/message.ts";
-import { Registration } from "../firmware/sip/registration/registration.ts";
+import type { Registration } from "../firmware/sip/registration/registration.ts";
 import type { Call } from "../firmware/sip/session/call.ts";
 import { CallAgent } from "../firmware/sip/session/call-agent.ts";
 import { UserAgentCore } from "../firmware/sip/user-agent-core.ts";
 import { type Lab, startLab } from "../test/lab/lab.ts";
-import { addUser, type LabUserCreds, testClient } from "../test/lab-calls/phones.ts";
+import {
+  addUser,
+  type LabUserCreds,
+  labRegistration,
+  registered,
+  testClient,
+} from "../test/lab-calls/phones.ts";
 import { summarize } from "./bench-stats.ts";
 
 type Side = "caller" | "callee";
@@ -121,28 +104,8 @@ async function leg(lab: Lab, user: LabUserCreds, side: Side): Promise<Leg> {
   const core = new UserAgentCore(tapped(flow, side), { clock, random, logger });
   const endpoint = endpointForCert(user.aor, user.cert);
   // As Account.mechanismOn builds it (firmware defaults for everything it leaves out).
-  const reg = new Registration({
-    clock,
-    random,
-    logger,
-    core,
-    engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
-    endpoint,
-    credentials: {
-      cert: user.cert,
-      key: user.key,
-      notAfter: new Date(new X509Certificate(user.cert).validTo).getTime(),
-    },
-    trustedRoots: [lab.ca.cert],
-    innerTls: "auto",
-  });
-  const gruu = await new Promise<string | undefined>((resolve, reject) => {
-    reg.on((e) => {
-      if (e.type === "registered") resolve(e.gruu);
-      else if (e.type === "failed") reject(e.error);
-    });
-    reg.start();
-  });
+  const reg = labRegistration(lab, user, { core, clock, random, logger });
+  const gruu = (await registered(reg)).gruu;
   const ports = await callMediaPorts({
     clock,
     random,

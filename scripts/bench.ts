@@ -206,6 +206,7 @@ async function main(): Promise<void> {
       service_node_flags: underServiceFlags("scripts/bench-audio.ts"),
     };
     results["call_setup"] = await benchCallSetup();
+    results["g722_codec"] = await (await import("./bench-g722.ts")).benchG722();
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -5,16 +5,25 @@
  * its own buffering to that pace: a source returns exactly the samples asked for, padding with
  * silence when the capture ran dry, and a sink never blocks.
  *
- * Samples are 16-bit signed linear PCM, mono, at 8000 Hz: what G.711 carries. A board whose
- * hardware runs at another rate resamples inside its device; the call never sees another rate.
+ * Samples are 16-bit signed linear PCM, mono, at the rate of the call's codec: 8000 Hz for G.711
+ * (narrowband), 16000 Hz for G.722 (wideband). The call names the rate with every read and every
+ * frame, because it can change mid-call (a re-INVITE from G.722 to G.711) and because only the
+ * device knows how to get the best signal at either rate: a codec chip that runs at 16 kHz
+ * decimates for a narrowband call, one that runs at 8 kHz cannot do wideband and upsamples. A
+ * board whose hardware runs at another rate resamples inside its device; the call never does it
+ * for the device (resampling twice, once each side, would only cost quality).
  */
 
-/** Every source and sink runs at this rate. */
-export const AUDIO_SAMPLE_RATE = 8000;
+/** The rates a call asks for: 8000 (G.711) or 16000 (G.722). */
+export type AudioSampleRate = 8000 | 16000;
+export const NARROWBAND_RATE: AudioSampleRate = 8000;
+export const WIDEBAND_RATE: AudioSampleRate = 16000;
+/** Every rate a source must serve and a sink must play. */
+export const AUDIO_SAMPLE_RATES: readonly AudioSampleRate[] = [NARROWBAND_RATE, WIDEBAND_RATE];
 
-/** Audio into the call (the microphone): exactly `samples` samples each tick. */
+/** Audio into the call (the microphone): exactly `samples` samples at `rate` each tick. */
 export interface FrameSource {
-  read(samples: number): Int16Array;
+  read(samples: number, rate: AudioSampleRate): Int16Array;
 }
 
 /**
@@ -24,6 +33,8 @@ export interface FrameSource {
  */
 export interface AudioFrame {
   pcm: Int16Array;
+  /** The rate of `pcm`; the same for every frame of a call unless its codec changes. */
+  rate: AudioSampleRate;
   kind: "audio" | "concealed" | "filler" | "idle";
 }
 

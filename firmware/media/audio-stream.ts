@@ -4,7 +4,16 @@
  * time reaches it only as `nowMs` arguments, randomness from the injected Random, and the socket
  * and the 20 ms ticker live in platform/rtp-socket.ts.
  *
- * Sending: `sendFrame(pcm, nowMs)` encodes G.711, numbers the packet (RtpSender) and protects it
+ * Codecs and rates: G.711 (PCMU, PCMA) at 8 kHz and G.722 at 16 kHz. The stream runs at the rate
+ * of the codec it sends (`sampleRate`, `frameSamples`: 160 or 320 samples per 20 ms), and its
+ * playout frames carry that rate; the RTP clock is 8000 Hz for all three (RFC 3551 §4.5.2: G.722's
+ * clock runs at half its sampling rate), so a 20 ms frame steps the timestamp by 160 either way and
+ * the jitter buffer, RTCP and telephone-events need not know which codec plays. G.722 keeps
+ * ADPCM state: one encoder per stream, one decoder per received codec (restarted with a new
+ * remote SSRC). A packet of the other rate (the peer may send any codec of the answer) is
+ * decoded at its own rate and resampled by two (a half-band filter) to the stream's.
+ *
+ * Sending: `sendFrame(pcm, nowMs)` encodes, numbers the packet (RtpSender) and protects it
  * (SrtpSender), or returns nothing when the direction does not send, the stream is muted, or an
  * RFC 4733 event is replacing the audio. The media clock advances with every frame whether or not
  * it is sent, so that after hold, mute or a digit the RTP timestamp still tells the peer how much
@@ -41,13 +50,16 @@ import { HandsetError } from "../core/errors.ts";
 import { hexToken, type Random } from "../core/random.ts";
 import { classifyPacket, type PacketKind } from "./demux.ts";
 import { type DtmfDigit, DtmfReceiver, type DtmfReport, dtmfPressPackets } from "./dtmf.ts";
-import { type G711Codec, PCMA, PCMU } from "./g711.ts";
+import { PCMA, PCMU } from "./g711.ts";
+import { G722Decoder, G722Encoder } from "./g722.ts";
 import { JitterBuffer, type JitterBufferOptions, type JitterBufferStats } from "./jitter-buffer.ts";
 import { parseRtp, RtpSender, seqDiff } from "./rtp.ts";
 import { type SrtpPolicy, SrtpReceiver, SrtpSender, type UnprotectFailure } from "./srtp.ts";
 import { dtmfFrequencies, ToneGenerator } from "./tone.ts";
 
-export type AudioCodecName = "PCMU" | "PCMA";
+export type AudioCodecName = "PCMU" | "PCMA" | "G722";
+/** The rates a stream runs at: narrowband (G.711) and wideband (G.722). Equal to hal/audio.ts's. */
+export type SampleRate = 8000 | 16000;
 /** The SDP direction attribute, from our side: "sendonly" means we send and do not receive. */
 export type MediaDirection = "sendrecv" | "sendonly" | "recvonly" | "inactive";
 
@@ -119,6 +131,8 @@ export interface ReceiveOutcome {
 
 export interface PlayoutFrame {
   pcm: Int16Array;
+  /** The rate of `pcm`: the stream's (its send codec's). */
+  rate: SampleRate;
   /** audio: a received frame; concealed: a lost one made up; filler: CN or a DTMF event's slot; idle: nothing to play. */
   kind: "audio" | "concealed" | "filler" | "idle";
 }
@@ -175,6 +189,7 @@ export interface AudioStreamStats {
   playout: JitterBufferStats;
 }
 
+/** The RTP clock of every codec here (G.722's included, RFC 3551 §4.5.2). */
 const CLOCK_RATE = 8000;
 const DEFAULT_PTIME = 20;
 const DEFAULT_RTCP_INTERVAL_MS = 5000;
@@ -199,11 +214,116 @@ const RTCP_SDES = 202;
 const RTCP_BYE = 203;
 
 interface AudioPayload {
-  codec: G711Codec;
+  codec: AudioCodecName;
   bytes: Uint8Array;
 }
 
-const CODECS: Readonly<Record<AudioCodecName, G711Codec>> = { PCMU, PCMA };
+/** A codec as the stream uses it: its rate, and coders made per stream (G.722's carry state). */
+interface CodecSpec {
+  rate: SampleRate;
+  /** Samples each payload octet stands for. */
+  samplesPerOctet: 1 | 2;
+  encoder(): (pcm: Int16Array) => Uint8Array;
+  decoder(): (bytes: Uint8Array) => Int16Array;
+}
+
+const CODECS: Readonly<Record<AudioCodecName, CodecSpec>> = {
+  PCMU: {
+    rate: 8000,
+    samplesPerOctet: 1,
+    encoder: () => (pcm) => PCMU.encode(pcm),
+    decoder: () => (bytes) => PCMU.decode(bytes),
+  },
+  PCMA: {
+    rate: 8000,
+    samplesPerOctet: 1,
+    encoder: () => (pcm) => PCMA.encode(pcm),
+    decoder: () => (bytes) => PCMA.decode(bytes),
+  },
+  G722: {
+    rate: 16000,
+    samplesPerOctet: 2,
+    encoder: () => {
+      const e = new G722Encoder();
+      // G.722 codes pairs; a frame is always even (20 ms is 320 samples), a stray odd sample is dropped.
+      return (pcm) => e.encode(pcm.length % 2 === 0 ? pcm : pcm.subarray(0, pcm.length - 1));
+    },
+    decoder: () => {
+      const d = new G722Decoder();
+      return (bytes) => d.decode(bytes);
+    },
+  },
+};
+
+/**
+ * Half-band low-pass for resampling by two: a 31-tap windowed sinc (Blackman) cut at a quarter of
+ * the higher rate. Only a packet in the other codec's rate goes through it, so plain and short
+ * beats optimal; it keeps a 1 kHz tone within a fraction of a dB and images 50 dB down or more.
+ */
+const HALF_BAND: Float64Array = (() => {
+  const taps = 31;
+  const mid = (taps - 1) / 2;
+  const h = new Float64Array(taps);
+  let sum = 0;
+  for (let i = 0; i < taps; i++) {
+    const t = i - mid;
+    const sinc = t === 0 ? 0.5 : Math.sin((Math.PI * t) / 2) / (Math.PI * t);
+    const w =
+      0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (taps - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (taps - 1));
+    h[i] = sinc * w;
+    sum += h[i]!;
+  }
+  for (let i = 0; i < taps; i++) h[i]! /= sum;
+  return h;
+})();
+
+/** Resampling by two, up or down, keeping the filter's history from one frame to the next. */
+class Resampler {
+  private readonly history = new Float64Array(HALF_BAND.length);
+  private at = 0;
+
+  constructor(private readonly up: boolean) {}
+
+  run(input: Int16Array): Int16Array {
+    const out = new Int16Array(this.up ? input.length * 2 : input.length >> 1);
+    const h = HALF_BAND;
+    const n = h.length;
+    const push = (x: number) => {
+      this.history[this.at] = x;
+      this.at = (this.at + 1) % n;
+    };
+    const filtered = () => {
+      let acc = 0;
+      // history[at] is the oldest sample; the taps are symmetric, so their order does not matter.
+      for (let i = 0; i < n; i++) acc += h[i]! * this.history[(this.at + i) % n]!;
+      return acc;
+    };
+    const clamp = (x: number) => (x >= 32767 ? 32767 : x <= -32768 ? -32768 : Math.round(x));
+    if (this.up) {
+      // Zero-stuffing halves the level; the filter's gain of 2 restores it.
+      for (let i = 0; i < input.length; i++) {
+        push(input[i]!);
+        out[2 * i] = clamp(2 * filtered());
+        push(0);
+        out[2 * i + 1] = clamp(2 * filtered());
+      }
+    } else {
+      for (let i = 0; i < out.length; i++) {
+        push(input[2 * i]!);
+        push(input[2 * i + 1]!);
+        out[i] = clamp(filtered());
+      }
+    }
+    return out;
+  }
+}
+
+/** A received codec's decoder, with the resampler to the stream's rate when the rates differ. */
+interface ReceiveDecoder {
+  decode: (bytes: Uint8Array) => Int16Array;
+  resampler: Resampler | undefined;
+  rate: SampleRate;
+}
 
 const sends = (d: MediaDirection) => d === "sendrecv" || d === "sendonly";
 const receives = (d: MediaDirection) => d === "sendrecv" || d === "recvonly";
@@ -234,7 +354,10 @@ function checkParams(p: AudioStreamParams): void {
   checkPayloadType("CN payload type", p.comfortNoisePt);
   for (const f of p.receiveFormats ?? []) checkPayloadType("receive payload type", f.payloadType);
   if (!Object.hasOwn(CODECS, p.codec))
-    throw new HandsetError("media-params", `codec ${p.codec} is not G.711`);
+    throw new HandsetError("media-params", `codec ${p.codec} is neither G.711 nor G.722`);
+  for (const f of p.receiveFormats ?? [])
+    if (!Object.hasOwn(CODECS, f.codec))
+      throw new HandsetError("media-params", `receive codec ${f.codec} is neither G.711 nor G.722`);
   const ptime = p.ptimeMs ?? DEFAULT_PTIME;
   if (!Number.isInteger((ptime * CLOCK_RATE) / 1000) || ptime <= 0 || ptime > 200)
     throw new HandsetError("media-params", `ptime ${ptime} ms is not a whole number of samples up to 200 ms`);
@@ -335,10 +458,16 @@ export class AudioStream {
   readonly events = new Emitter<AudioStreamEvent>();
 
   private params: AudioStreamParams;
-  private codec: G711Codec;
+  private codecName: AudioCodecName;
+  private encodeFrame: (pcm: Int16Array) => Uint8Array;
+  private rate: SampleRate;
   private ptimeMs: number;
+  /** Samples per frame at the stream's rate, and the RTP timestamp step of a frame (8 kHz clock). */
   private samplesPerFrame: number;
-  private formats = new Map<number, G711Codec>();
+  private rtpFrameStep: number;
+  private formats = new Map<number, AudioCodecName>();
+  /** Decoders of the codecs the peer sends, made on first use; a new remote SSRC starts them over. */
+  private decoders = new Map<AudioCodecName, ReceiveDecoder>();
   private muted = false;
 
   private readonly random: Random;
@@ -416,9 +545,12 @@ export class AudioStream {
     this.rekeyGraceMs = o.rekeyGraceMs ?? DEFAULT_REKEY_GRACE_MS;
     this.jitterOptions = o.jitterBuffer;
     this.params = params;
-    this.codec = CODECS[params.codec];
+    this.codecName = params.codec;
+    this.encodeFrame = CODECS[params.codec].encoder();
+    this.rate = CODECS[params.codec].rate;
     this.ptimeMs = params.ptimeMs ?? DEFAULT_PTIME;
-    this.samplesPerFrame = (this.ptimeMs * CLOCK_RATE) / 1000;
+    this.samplesPerFrame = (this.ptimeMs * this.rate) / 1000;
+    this.rtpFrameStep = (this.ptimeMs * CLOCK_RATE) / 1000;
     this.jb = this.newJitterBuffer();
     this.applyFormats(params);
     this.srtpTx = params.srtp ? new SrtpSender(params.srtp.send) : undefined;
@@ -429,8 +561,18 @@ export class AudioStream {
     return this.params.direction;
   }
 
+  /** Samples sendFrame takes and playout gives per frame, at sampleRate: 160 for G.711, 320 for G.722 (20 ms). */
   get frameSamples(): number {
     return this.samplesPerFrame;
+  }
+
+  /** The rate of the audio in and out: the send codec's (8000 for G.711, 16000 for G.722). */
+  get sampleRate(): SampleRate {
+    return this.rate;
+  }
+
+  get codec(): AudioCodecName {
+    return this.codecName;
   }
 
   get frameMs(): number {
@@ -465,11 +607,21 @@ export class AudioStream {
     const old = this.params;
     if ((params.ptimeMs ?? DEFAULT_PTIME) !== this.ptimeMs) {
       this.ptimeMs = params.ptimeMs ?? DEFAULT_PTIME;
-      this.samplesPerFrame = (this.ptimeMs * CLOCK_RATE) / 1000;
+      this.rtpFrameStep = (this.ptimeMs * CLOCK_RATE) / 1000;
       this.jb = this.newJitterBuffer();
     }
     this.params = params;
-    this.codec = CODECS[params.codec];
+    if (params.codec !== this.codecName) {
+      // A new codec starts its encoder afresh (the peer's decoder for it starts fresh too). The
+      // rate may change with it (G.722 ↔ G.711): the frame length follows, the RTP clock does not.
+      this.codecName = params.codec;
+      this.encodeFrame = CODECS[params.codec].encoder();
+      if (CODECS[params.codec].rate !== this.rate) {
+        this.rate = CODECS[params.codec].rate;
+        this.decoders = new Map();
+      }
+    }
+    this.samplesPerFrame = (this.ptimeMs * this.rate) / 1000;
     this.applyFormats(params);
     if (!samePolicy(old.srtp?.send, params.srtp?.send))
       this.srtpTx = params.srtp ? new SrtpSender(params.srtp.send) : undefined;
@@ -484,12 +636,13 @@ export class AudioStream {
   }
 
   /**
-   * One frame of our audio (ptime's worth of 8 kHz samples). Returns the datagram to send, or
-   * undefined when nothing goes out this frame.
+   * One frame of our audio (ptime's worth of samples at sampleRate). Returns the datagram to send,
+   * or undefined when nothing goes out this frame.
    */
   sendFrame(pcm: Int16Array, nowMs: number): Uint8Array | undefined {
     this.lastFrame = { ts: this.sender.nextTimestamp, atMs: nowMs };
-    const samples = pcm.length;
+    // The RTP clock counts 8000 a second whatever the codec samples at.
+    const samples = Math.round((pcm.length * CLOCK_RATE) / this.rate);
     const half = this.ptimeMs / 2;
     const w = this.eventWindow;
     const inEvent = w !== undefined && nowMs > w.fromMs - half && nowMs < w.untilMs + half;
@@ -499,7 +652,7 @@ export class AudioStream {
       this.marker = true;
       return undefined;
     }
-    const payload = this.codec.encode(this.inbandTone(pcm, nowMs));
+    const payload = this.encodeFrame(this.inbandTone(pcm, nowMs));
     const rtp = this.sender.packet(payload, {
       timestamp: this.sender.nextTimestamp,
       marker: this.marker,
@@ -524,10 +677,13 @@ export class AudioStream {
     this.c.digitsSent++;
     if (te === undefined) {
       const [low, high] = dtmfFrequencies(digit);
-      const tone = new ToneGenerator([
-        { hz: low, levelDbfs: INBAND_LEVEL_DBFS },
-        { hz: high, levelDbfs: INBAND_LEVEL_DBFS },
-      ]);
+      const tone = new ToneGenerator(
+        [
+          { hz: low, levelDbfs: INBAND_LEVEL_DBFS },
+          { hz: high, levelDbfs: INBAND_LEVEL_DBFS },
+        ],
+        { sampleRate: this.rate },
+      );
       this.inband.push({ startMs, endMs: startMs + durationMs, tone });
       this.digitBusyUntilMs = startMs + durationMs + INBAND_GAP_MS;
       return [];
@@ -574,23 +730,26 @@ export class AudioStream {
 
   /** The next frame to play; call once per frame time. */
   playout(nowMs: number): PlayoutFrame {
-    if (!receives(this.params.direction)) return { pcm: new Int16Array(this.samplesPerFrame), kind: "idle" };
+    const rate = this.rate;
+    if (!receives(this.params.direction))
+      return { pcm: new Int16Array(this.samplesPerFrame), rate, kind: "idle" };
     const out = this.jb.pop(nowMs);
     if (out.kind === "idle") {
       this.concealRun = 0;
-      return { pcm: new Int16Array(this.samplesPerFrame), kind: "idle" };
+      return { pcm: new Int16Array(this.samplesPerFrame), rate, kind: "idle" };
     }
     if (out.kind === "frame") {
       this.concealRun = 0;
-      if (!out.payload) return { pcm: new Int16Array(this.samplesPerFrame), kind: "filler" };
-      return { pcm: this.decode(out.payload, 1), kind: "audio" };
+      if (!out.payload) return { pcm: new Int16Array(this.samplesPerFrame), rate, kind: "filler" };
+      return { pcm: this.decode(out.payload, 1), rate, kind: "audio" };
     }
-    // A repeated frame, halved each time: a lost packet becomes a short fade, not a stutter.
+    // A repeated frame, halved each time: a lost packet becomes a short fade, not a stutter. (For
+    // G.722 the repeat runs through the decoder again, so its ADPCM state moves on with it.)
     this.concealRun++;
     const pcm = out.payload
       ? this.decode(out.payload, 0.5 ** this.concealRun)
       : new Int16Array(this.samplesPerFrame);
-    return { pcm, kind: "concealed" };
+    return { pcm, rate, kind: "concealed" };
   }
 
   /** The compound RTCP packet due at nowMs (first call: at once; then every interval), or undefined. */
@@ -732,7 +891,7 @@ export class AudioStream {
    */
   private fillerTimestamp(seq: number, ts: number): number {
     if (!this.lastAudio) return ts;
-    return (this.lastAudio.ts + seqDiff(seq, this.lastAudio.seq) * this.samplesPerFrame) >>> 0;
+    return (this.lastAudio.ts + seqDiff(seq, this.lastAudio.seq) * this.rtpFrameStep) >>> 0;
   }
 
   private dtmfEvent(r: DtmfReport): AudioStreamEvent {
@@ -753,6 +912,7 @@ export class AudioStream {
     if (previous !== undefined) {
       this.jb.reset();
       this.dtmfRx = new DtmfReceiver();
+      this.decoders = new Map();
       this.reception = new ReceptionStats();
       this.lastAudio = undefined;
       this.lastRemoteSr = undefined;
@@ -797,9 +957,31 @@ export class AudioStream {
 
   private decode(p: AudioPayload, gain: number): Int16Array {
     const n = this.samplesPerFrame;
-    const pcm = new Int16Array(n);
+    const spec = CODECS[p.codec];
+    let d = this.decoders.get(p.codec);
+    if (!d) {
+      d = {
+        decode: spec.decoder(),
+        resampler: spec.rate === this.rate ? undefined : new Resampler(spec.rate < this.rate),
+        rate: spec.rate,
+      };
+      this.decoders.set(p.codec, d);
+    }
     // A peer's frame of another length is cut or padded to ours rather than upsetting the device.
-    p.codec.decode(p.bytes.length <= n ? p.bytes : p.bytes.subarray(0, n), pcm);
+    const codecSamples = (this.ptimeMs * spec.rate) / 1000;
+    const octets = codecSamples / spec.samplesPerOctet;
+    const decoded = d.decode(p.bytes.length <= octets ? p.bytes : p.bytes.subarray(0, octets));
+    let pcm = decoded;
+    if (decoded.length !== codecSamples) {
+      pcm = new Int16Array(codecSamples);
+      pcm.set(decoded);
+    }
+    if (d.resampler) pcm = d.resampler.run(pcm);
+    if (pcm.length !== n) {
+      const fitted = new Int16Array(n);
+      fitted.set(pcm.subarray(0, n));
+      pcm = fitted;
+    }
     if (gain !== 1) for (let i = 0; i < n; i++) pcm[i] = Math.round(pcm[i]! * gain);
     return pcm;
   }
@@ -807,7 +989,7 @@ export class AudioStream {
   private applyFormats(p: AudioStreamParams): void {
     this.formats = new Map();
     const list = p.receiveFormats ?? [{ payloadType: p.payloadType, codec: p.codec }];
-    for (const f of list) this.formats.set(f.payloadType, CODECS[f.codec]);
+    for (const f of list) this.formats.set(f.payloadType, f.codec);
   }
 
   private newJitterBuffer(): JitterBuffer<AudioPayload | null> {

@@ -22,6 +22,11 @@
  * the peer holds us too, recvonly while only the peer holds us, sendrecv otherwise; our answers
  * start from sendonly or sendrecv and let the engine mirror the offer.
  *
+ * Codecs: G.722 (wideband, 16 kHz) and G.711 (PCMU, PCMA), offered in the configured order (put
+ * G722 first to prefer it, as Lync-certified phones do); a call sends the first codec the
+ * agreement lists and runs its audio at that codec's rate, which the microphone is asked for and
+ * the earpiece's frames carry (hal/audio.ts). The tone tap listens at the frame's rate.
+ *
  * Figures for a test command: `ports.live` lists the ports of the calls now up (newest last) and
  * `ports.onPort` reports each new one as the call is created (inside CallAgent.dial, and before
  * CallAgent.onIncoming listeners run), so the phone can pair a call with its port; `port.stats()`
@@ -78,7 +83,8 @@ const DEFAULT_SPARES = 2;
  * a wish (RFC 4566 §6), and AudioStream runs one frame length both ways, so 20 ms it stays.
  */
 const PTIME_MS = 20;
-const G711: ReadonlySet<string> = new Set<AudioCodecName>(["PCMU", "PCMA"]);
+/** What AudioStream can encode and decode. */
+const SENDABLE: ReadonlySet<string> = new Set<AudioCodecName>(["G722", "PCMU", "PCMA"]);
 const NO_MEDIA = "No Media Available";
 const NOT_ACCEPTABLE = "Not Acceptable Here";
 
@@ -90,7 +96,7 @@ export interface CallMediaOptions {
   address: string;
   /** The RTP port range (default rtp-socket's DEFAULT_RTP_PORT_RANGE). */
   portRange?: { min: number; max: number };
-  /** Codecs (G.711 only: AudioStream encodes nothing else) and the SRTP policy. */
+  /** Codecs (G722, PCMU, PCMA, most preferred first) and the SRTP policy. */
   capabilities: MediaCapabilities;
   /** The board's microphone and earpiece; opened per call. Absent: silence out, nothing played. */
   audio?: AudioDevice;
@@ -157,14 +163,14 @@ function srtpPolicy(suite: SdesSuite, key: SdesKey): SrtpPolicy {
 
 /** The AudioStream settings of an agreement, or undefined when it holds no codec we can encode. */
 function streamParams(m: NegotiatedAudio): AudioStreamParams | undefined {
-  const g711 = m.codecs.filter((c) => G711.has(c.name));
-  const first = g711[0];
+  const usable = m.codecs.filter((c) => SENDABLE.has(c.name));
+  const first = usable[0];
   if (!first) return undefined;
   return {
     payloadType: first.payloadType,
     codec: first.name as AudioCodecName,
     ptimeMs: PTIME_MS,
-    receiveFormats: g711.map((c) => ({ payloadType: c.payloadType, codec: c.name as AudioCodecName })),
+    receiveFormats: usable.map((c) => ({ payloadType: c.payloadType, codec: c.name as AudioCodecName })),
     ...(m.telephoneEvent ? { telephoneEventPt: m.telephoneEvent.payloadType } : {}),
     ...(m.comfortNoise ? { comfortNoisePt: m.comfortNoise.payloadType } : {}),
     ...(m.srtp
@@ -231,28 +237,39 @@ function unreadable(err: unknown): MediaRefusal | undefined {
 function checkCapabilities(caps: MediaCapabilities): void {
   if (caps.codecs.length === 0) throw new HandsetError("media-config", "no audio codec configured");
   for (const c of caps.codecs)
-    if (!G711.has(c))
+    if (!SENDABLE.has(c))
       throw new HandsetError(
         "media-config",
-        `codec ${c} cannot be sent: the audio stream encodes G.711 only`,
+        `codec ${c} cannot be sent: the audio stream encodes G.722 and G.711 only`,
       );
 }
 
-/** Counts which of the listened-for tones each received frame held. */
+/**
+ * Counts which of the listened-for tones each received frame held, detecting at the frame's rate
+ * (a G.722 call plays 16 kHz frames; a narrowband frame is searched only for the tones below
+ * 4 kHz, the ones it can hold).
+ */
 class ToneTap implements FrameSink {
-  private readonly detector: ToneDetector;
+  private readonly detectors = new Map<number, ToneDetector>();
   frames = 0;
   readonly heard: Record<number, number> = {};
 
-  constructor(frequencies: readonly number[]) {
-    this.detector = new ToneDetector({ frequencies });
+  constructor(private readonly frequencies: readonly number[]) {
+    // A frequency no call could carry is the caller's mistake: say so now, not on the first frame.
+    new ToneDetector({ frequencies, sampleRate: 16000 });
     for (const f of frequencies) this.heard[f] = 0;
   }
 
   write(frame: AudioFrame): void {
     if (frame.kind !== "audio") return;
     this.frames++;
-    for (const l of this.detector.detect(frame.pcm)) this.heard[l.hz] = (this.heard[l.hz] ?? 0) + 1;
+    let detector = this.detectors.get(frame.rate);
+    if (!detector) {
+      const fit = this.frequencies.filter((f) => f < frame.rate / 2);
+      detector = new ToneDetector({ frequencies: fit, sampleRate: frame.rate });
+      this.detectors.set(frame.rate, detector);
+    }
+    for (const l of detector.detect(frame.pcm)) this.heard[l.hz] = (this.heard[l.hz] ?? 0) + 1;
   }
 }
 
@@ -359,7 +376,7 @@ export class CallMediaPort implements MediaPort {
     }
     const params = streamParams(outcome.media);
     if (!params)
-      return refusal("no-common-codec", NOT_ACCEPTABLE, { code: 305, text: "no G.711 codec in common" });
+      return refusal("no-common-codec", NOT_ACCEPTABLE, { code: 305, text: "no audio codec in common" });
     const previous = this.current;
     const remoteHold = peerHolds(offer, outcome.media.mediaIndex);
     this.apply(outcome.media, params, remoteHold);
@@ -393,7 +410,7 @@ export class CallMediaPort implements MediaPort {
     }
     const params = streamParams(check.media);
     if (!params)
-      return refusal("no-common-codec", NOT_ACCEPTABLE, { code: 305, text: "no G.711 codec in common" });
+      return refusal("no-common-codec", NOT_ACCEPTABLE, { code: 305, text: "no audio codec in common" });
     const remoteHold = peerHolds(answer, check.media.mediaIndex);
     this.apply(check.media, params, remoteHold);
     this.current = { offer, media: check.media };
@@ -537,8 +554,8 @@ export class CallMediaPort implements MediaPort {
   private microphone(): FrameSource {
     const source = this.endpoint?.source;
     return {
-      read: (samples) => {
-        const pcm = source?.read(samples);
+      read: (samples, rate) => {
+        const pcm = source?.read(samples, rate);
         // Not before the answer: a ringing phone's room is not the caller's business. Not on our
         // hold either: sendonly lets us send (music on hold), but the person who pressed Hold
         // expects not to be heard.

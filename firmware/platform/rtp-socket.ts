@@ -103,23 +103,44 @@ export function silenceSource(): FrameSource {
   return { read: (samples) => new Int16Array(samples) };
 }
 
+/** Tones at whatever rate the stream asks (8 or 16 kHz); a change of rate keeps the tone's time. */
 export function toneSource(tones: readonly ToneComponent[]): FrameSource {
-  const g = new ToneGenerator(tones);
-  return { read: (samples) => g.next(samples) };
+  let g: { rate: number; gen: ToneGenerator; at: number } | undefined;
+  return {
+    read(samples, rate) {
+      if (!g || g.rate !== rate) {
+        // Components above the new rate's Nyquist limit would alias: leave them out.
+        const fit = tones.filter((t) => t.hz < rate / 2);
+        const startSample = g ? Math.round((g.at * rate) / g.rate) : 0;
+        g = { rate, gen: new ToneGenerator(fit, { sampleRate: rate, startSample }), at: startSample };
+      }
+      g.at += samples;
+      return g.gen.next(samples);
+    },
+  };
 }
 
-/** Plays PCM (a WAV file's samples) once, then silence; or over and over with loop. */
-export function pcmSource(pcm: Int16Array, o: { loop?: boolean } = {}): FrameSource {
+/**
+ * Plays PCM (a WAV file's samples, at `rate`, default 8000) once, then silence; or over and over
+ * with loop. Read at another rate, it steps through the samples at the ratio (linear
+ * interpolation: a test prompt, not hi-fi).
+ */
+export function pcmSource(pcm: Int16Array, o: { loop?: boolean; rate?: number } = {}): FrameSource {
+  const own = o.rate ?? 8000;
   let at = 0;
   return {
-    read(samples) {
+    read(samples, rate) {
       const out = new Int16Array(samples);
+      const step = own / rate;
       for (let i = 0; i < samples && pcm.length > 0; i++) {
         if (at >= pcm.length) {
           if (!o.loop) break;
-          at = 0;
+          at -= pcm.length;
         }
-        out[i] = pcm[at++]!;
+        const k = Math.floor(at);
+        const next = k + 1 < pcm.length ? pcm[k + 1]! : o.loop ? pcm[0]! : 0;
+        out[i] = Math.round(pcm[k]! + (next - pcm[k]!) * (at - k));
+        at += step;
       }
       return out;
     },
@@ -145,18 +166,32 @@ export class PcmSink implements FrameSink {
   }
 }
 
-/** Counts, per frame kind, which of the given tones each played frame held. */
+/** Counts, per frame kind, which of the given tones each played frame held (at the frame's rate). */
 export class ToneSink implements FrameSink {
-  private readonly detector: ToneDetector;
+  private readonly detectors = new Map<number, ToneDetector>();
   /** One entry per frame: its kind and the tones heard, as "697+1209" (ascending), "" for none. */
   readonly heard: Array<{ kind: PlayoutFrame["kind"]; tones: string }> = [];
 
-  constructor(frequencies: readonly number[], thresholdDbfs = -30) {
-    this.detector = new ToneDetector({ frequencies, thresholdDbfs });
+  constructor(
+    private readonly frequencies: readonly number[],
+    private readonly thresholdDbfs = -30,
+  ) {
+    new ToneDetector({ frequencies, thresholdDbfs, sampleRate: 16000 }); // a bad frequency: say so now
   }
 
   write(frame: PlayoutFrame): void {
-    const tones = this.detector
+    let detector = this.detectors.get(frame.rate);
+    if (!detector) {
+      // A narrowband frame cannot hold a tone above 4 kHz: listen only for those it can.
+      const fit = this.frequencies.filter((f) => f < frame.rate / 2);
+      detector = new ToneDetector({
+        frequencies: fit,
+        thresholdDbfs: this.thresholdDbfs,
+        sampleRate: frame.rate,
+      });
+      this.detectors.set(frame.rate, detector);
+    }
+    const tones = detector
       .detect(frame.pcm)
       .map((l) => l.hz)
       .sort((a, b) => a - b)
@@ -402,7 +437,7 @@ export class RtpSocket {
         this.pending.push({ at: t + p.atMs, bytes: p.bytes });
     while (this.pending.length > 0 && this.pending[0]!.at <= t + 0.5)
       this.sendRtp(this.pending.shift()!.bytes);
-    const frame = (m.source ?? SILENCE).read(stream.frameSamples);
+    const frame = (m.source ?? SILENCE).read(stream.frameSamples, stream.sampleRate);
     const bytes = stream.sendFrame(frame, t);
     if (bytes) this.sendRtp(bytes);
     const played = stream.playout(t);

@@ -1,30 +1,8 @@
-/**
- * Issue 12, real peer: baresip (Debian's baresip-core) on the lab's trunk, as a third-party user
- * agent behind a gateway meets a Lync user. Our side is the firmware end to end: TLS-DSK
- * registration to the SBA (Registration + UserAgentCore over the real SIP/TLS flow, as
- * test/lab-calls/phones.ts does), a CallAgent on that same core, and a media port per call that
- * sends a 1004 Hz tone and records what it plays. baresip sends 697 Hz from a WAV (aufile) and
- * records what it decodes (sndfile), and each side's recording is searched for the other's tone
- * with firmware/media/tone.ts's detector.
- *
- * The calls: baresip → phone and phone → baresip, each
- * - with best-effort SRTP (SDES): baresip's mediaenc=srtp offers RTP/AVP with a=crypto, which is
- *   how Lync's "optional" offers too, and takes RTP/AVP or RTP/SAVP offers; our policy optional;
- * - without (baresip with no mediaenc): our optional policy falls back to plain RTP;
- * - with mandatory SRTP: baresip's srtp-mand (RTP/SAVP only) against our required (RTP/SAVP).
- * The trunk transport alternates between UDP and TCP so both carry real calls. Where the two
- * sides' SRTP wishes cannot meet, the refusal is checked instead (488 either way): a plain peer
- * against our required, and srtp-mand against our optional offer (baresip 1.0.0 reads RTP/AVP
- * with a=crypto as no offer of SRTP at all and finds "no common audio codecs").
- *
- * Without baresip each test skips with the package to install; under CI=true it fails.
- */
-import { X509Certificate } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createSimAudio, type SimAudioDevice } from "../../board/sim/sim-audio.ts";
 import { endpointForCert } from "../../firmware/commands/register.ts";
 import { silentLogger } from "../../firmware/core/logger.ts";
-import type { SrtpPolicy as SrtpMode } from "../../firmware/media/offer-answer.ts";
+import type { AudioCodec, SrtpPolicy as SrtpMode } from "../../firmware/media/offer-answer.ts";
 import { rmsDbfs, TEST_TONE_HZ, ToneDetector } from "../../firmware/media/tone.ts";
 import {
   type CallMediaPort,
@@ -33,17 +11,16 @@ import {
 } from "../../firmware/platform/call-media.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
-import { createTlsDskEngine } from "../../firmware/platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../../firmware/platform/tls-flow.ts";
 import type { Flow } from "../../firmware/sip/flow.ts";
 import { header, headerList, type SipRequest } from "../../firmware/sip/message/message.ts";
-import { Registration } from "../../firmware/sip/registration/registration.ts";
+import type { Registration } from "../../firmware/sip/registration/registration.ts";
 import type { Call, CallEvent } from "../../firmware/sip/session/call.ts";
 import { CallAgent } from "../../firmware/sip/session/call-agent.ts";
 import type { MediaPort } from "../../firmware/sip/session/media-port.ts";
 import { UserAgentCore } from "../../firmware/sip/user-agent-core.ts";
 import { type Lab, startLab } from "../lab/lab.ts";
-import { type LabUserCreds, testClient } from "../lab-calls/phones.ts";
+import { type LabUserCreds, labRegistration, registered, testClient } from "../lab-calls/phones.ts";
 import {
   type Baresip,
   type BaresipMediaEnc,
@@ -78,7 +55,7 @@ class PhoneMedia {
   private readonly random = new CryptoRandom();
   private readonly clock = new SystemClock();
 
-  async use(srtp: SrtpMode): Promise<void> {
+  async use(srtp: SrtpMode, codecs: AudioCodec[] = ["PCMU", "PCMA"]): Promise<void> {
     await this.ports?.close();
     this.port = undefined;
     this.audio = createSimAudio({
@@ -91,7 +68,7 @@ class PhoneMedia {
       logger: silentLogger,
       address: "127.0.0.1",
       portRange: { min: 30_000, max: 39_999 },
-      capabilities: { codecs: ["PCMU", "PCMA"], srtp },
+      capabilities: { codecs, srtp },
       audio: this.audio,
       detectTones: [PHONE_TONE_HZ, PEER_TONE_HZ],
     });
@@ -155,29 +132,8 @@ class FirmwarePhone {
     });
     const core = new UserAgentCore(flow, { clock, random, logger: silentLogger });
     const endpoint = endpointForCert(user.aor, user.cert);
-    const reg = new Registration({
-      clock,
-      random,
-      logger: silentLogger,
-      core,
-      engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
-      endpoint,
-      credentials: {
-        cert: user.cert,
-        key: user.key,
-        notAfter: new Date(new X509Certificate(user.cert).validTo).getTime(),
-      },
-      trustedRoots: [lab.ca.cert],
-      innerTls: "auto",
-      livenessTimeoutMs: 0,
-    });
-    const gruu = await new Promise<string | undefined>((resolve, reject) => {
-      reg.on((e) => {
-        if (e.type === "registered") resolve(e.gruu);
-        else if (e.type === "failed") reject(e.error);
-      });
-      reg.start();
-    });
+    const reg = labRegistration(lab, user, { core, clock, random, livenessTimeoutMs: 0 });
+    const gruu = (await registered(reg)).gruu;
     const { address, port } = flow.local;
     const agent = new CallAgent({
       core,
@@ -252,16 +208,17 @@ interface ToneReport {
   otherMaxDbfs: number;
 }
 
-/** Which of our two tones a recording carries, frame by frame. */
-function analyse(pcm: Int16Array, expectedHz: number): ToneReport {
+/** Which of our two tones a recording carries, frame by frame (20 ms frames at `rate`). */
+function analyse(pcm: Int16Array, expectedHz: number, rate = 8000): ToneReport {
   const candidates = [PHONE_TONE_HZ, PEER_TONE_HZ];
-  const detector = new ToneDetector({ frequencies: candidates, thresholdDbfs: -30 });
+  const detector = new ToneDetector({ frequencies: candidates, thresholdDbfs: -30, sampleRate: rate });
   const levels: number[] = [];
   let hits = 0;
   let loud = 0;
   let otherMax = Number.NEGATIVE_INFINITY;
-  for (let at = 0; at + 160 <= pcm.length; at += 160) {
-    const frame = pcm.subarray(at, at + 160);
+  const n = rate / 50;
+  for (let at = 0; at + n <= pcm.length; at += n) {
+    const frame = pcm.subarray(at, at + n);
     if (rmsDbfs(frame) < -45) continue;
     loud++;
     const l = detector.levels(frame);
@@ -295,7 +252,7 @@ function expectAudioBothWays(peerHeard: ToneReport, phoneHeard: ToneReport): voi
   for (const r of [peerHeard, phoneHeard]) {
     expect(r.loudFrames).toBeGreaterThanOrEqual(75);
     expect(r.share).toBeGreaterThan(0.95);
-    // G.711 keeps a −12 dBFS sine within a fraction of a dB.
+    // G.711 keeps a −12 dBFS sine within a fraction of a dB; G.722 (45 dB SNR on a tone) too.
     expect(Math.abs(r.levelDbfs - TONE_DBFS)).toBeLessThan(1.5);
   }
 }
@@ -341,6 +298,8 @@ interface Case {
   transport: "udp" | "tcp";
   mediaenc: BaresipMediaEnc | undefined;
   policy: SrtpMode;
+  /** Default G.711 (PCMU): both sides' default codecs. */
+  codec?: "G722";
 }
 
 const cases: Case[] = [
@@ -370,9 +329,11 @@ async function talkAndCheck(label: string, c: Case, b: Baresip, hangUp: () => Pr
   await b.waitForEvent("CALL_CLOSED", { from: closedAt });
   await port.closed;
   const rec = await b.recording();
-  const peerHeard = analyse(rec.received, PHONE_TONE_HZ);
-  const phoneHeard = analyse(media.audio!.recording(), PEER_TONE_HZ);
+  const peerHeard = analyse(rec.received, PHONE_TONE_HZ, rec.rate);
+  const phoneHeard = analyse(media.audio!.recording(), PEER_TONE_HZ, media.audio!.recordingRate);
   figures[label] = {
+    baresipRecordingRate: rec.rate,
+    phoneRecordingRate: media.audio!.recordingRate,
     codec: stats.codec,
     srtp: stats.srtp,
     suite: stats.suite,
@@ -390,7 +351,10 @@ async function talkAndCheck(label: string, c: Case, b: Baresip, hangUp: () => Pr
       malformed: stats.socket?.stream?.malformed,
     },
   };
-  expect(stats.codec).toBe("PCMU");
+  expect(stats.codec).toBe(c.codec ?? "PCMU");
+  const wideband = c.codec === "G722";
+  expect(rec.rate).toBe(wideband ? 16000 : 8000);
+  expect(media.audio!.recordingRate).toBe(wideband ? 16000 : 8000);
   expect(stats.srtp).toBe(c.mediaenc !== undefined);
   expect(stats.srtpAuthFailures).toBe(0);
   // 50 packets a second each way; a three-second call carries well over a hundred.
@@ -451,6 +415,51 @@ describe("the phone calls baresip through the trunk", () => {
       expect(call.endReason?.reason).toBe("local-hangup");
     });
   }
+});
+
+describe("G.722 with baresip (its g722 module: spandsp's codec)", () => {
+  const c: Case = {
+    name: "G.722 SRTP",
+    transport: "udp",
+    mediaenc: "srtp",
+    policy: "optional",
+    codec: "G722",
+  };
+  const wide: AudioCodec[] = ["G722", "PCMU", "PCMA"];
+
+  it("baresip offers G.722 only, the phone (G722 first) answers it: each side hears the other's tone at 16 kHz", async (ctx) => {
+    needBaresip(ctx);
+    await media.use(c.policy, wide);
+    const b = await peer({
+      user: PEER_NUMBER,
+      outbound: { address: lab.ready.trunk.udp, transport: "udp" },
+      mediaenc: "srtp",
+      codecs: ["g722"],
+    });
+    const n = phone.incoming.length;
+    await b.dial(`sip:4711@${lab.ready.domain}`);
+    const call = await phone.incomingCall(n);
+    await b.waitForEvent("CALL_ESTABLISHED");
+    await phone.state(call, "confirmed");
+    expect(phone.invites.at(-1)!.body.toString()).toMatch(/a=rtpmap:9 G722\/8000/);
+    expect((await b.waitForEvent("CALL_MENC")).param).toContain("AES_CM_128_HMAC_SHA1");
+    await talkAndCheck("baresip→phone G.722 SRTP udp", c, b, () => b.hangup());
+    await phone.state(call, "terminated");
+  });
+
+  it("the phone offers G722 first to baresip (G.722 and G.711): baresip takes G.722, each side hears the other's tone", async (ctx) => {
+    needBaresip(ctx);
+    await media.use(c.policy, wide);
+    const b = await peer({ user: PEER_NUMBER, mediaenc: "srtp", codecs: ["g722", "pcmu", "pcma"] });
+    lab.trunk.peer = { host: "127.0.0.1", port: b.sipPort, transport: "tcp" };
+    const from = b.eventMark();
+    const call = phone.dial(`sip:${PEER_NUMBER}@${lab.ready.domain};user=phone`);
+    await b.waitForEvent("CALL_ESTABLISHED", { from });
+    await phone.state(call, "confirmed");
+    expect((await b.waitForEvent("CALL_MENC", { from })).param).toContain("AES_CM_128_HMAC_SHA1");
+    await talkAndCheck("phone→baresip G.722 SRTP tcp", c, b, async () => call.hangUp());
+    expect(call.endReason?.reason).toBe("local-hangup");
+  });
 });
 
 /**

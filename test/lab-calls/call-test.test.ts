@@ -64,7 +64,7 @@ describe("handset call-test --json", () => {
       expect(report.ok).toBe(true);
       expect(code).toBe(0);
       const f = report.figures;
-      expect(f["media"]).toEqual({ codec: "PCMU", suite: "AES_CM_128_HMAC_SHA1_80" });
+      expect(f["media"]).toEqual({ codec: "G722", suite: "AES_CM_128_HMAC_SHA1_80" });
       expect((f["b_hears_a"] as { share: number }).share).toBeGreaterThanOrEqual(0.8);
       expect((f["b_hears_a_on_hold"] as { toneFrames: number }).toneFrames).toBe(0);
       expect(report.checks["both_on_sba"]).toBe(true);
@@ -75,7 +75,7 @@ describe("handset call-test --json", () => {
   it("--srtp off: the same call over plain RTP, and the srtp check reads the media (suite none)", async () => {
     // The srtp check passes here only because the media really is plain: it looks at the ports.
     const { code, report } = await callTest("--srtp", "off");
-    expect(report.figures["media"]).toEqual({ codec: "PCMU", suite: "none" });
+    expect(report.figures["media"]).toEqual({ codec: "G722", suite: "none" });
     expect(report.checks["srtp"]).toBe(true);
     expect(code).toBe(0);
   }, 90_000);

@@ -17,7 +17,9 @@ import * as dgram from "node:dgram";
 import { readFileSync } from "node:fs";
 import * as net from "node:net";
 import { endpointForCert } from "../../firmware/commands/register.ts";
-import { silentLogger } from "../../firmware/core/logger.ts";
+import type { Clock } from "../../firmware/core/clock.ts";
+import { type Logger, silentLogger } from "../../firmware/core/logger.ts";
+import type { Random } from "../../firmware/core/random.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
 import { createTlsDskEngine } from "../../firmware/platform/tls-dsk-engines.ts";
@@ -37,7 +39,7 @@ import {
 } from "../../firmware/sip/message/message.ts";
 import { parseMessage } from "../../firmware/sip/message/parse.ts";
 import { serializeMessage } from "../../firmware/sip/message/serialize.ts";
-import { Registration } from "../../firmware/sip/registration/registration.ts";
+import { Registration, type RegistrationEvent } from "../../firmware/sip/registration/registration.ts";
 import type { SecurityAssociation } from "../../firmware/sip/tls-dsk/security-association.ts";
 import { UserAgentCore } from "../../firmware/sip/user-agent-core.ts";
 import type { Lab } from "../lab/lab.ts";
@@ -70,6 +72,55 @@ export async function addUser(lab: Lab, extension: string): Promise<LabUserCreds
   const issued = await lab.ca.issueClient(user.uri.slice(4));
   lab.directory.publish(user, issued.cert);
   return { aor: user.uri, cert: issued.cert, key: issued.key };
+}
+
+/**
+ * The firmware's TLS-DSK Registration for a lab user on `core`, as Account.mechanismOn builds it
+ * (the firmware's defaults for the rest); `livenessTimeoutMs: 0` turns the OPTIONS probes off for
+ * short tests that count traffic.
+ */
+export function labRegistration(
+  lab: Lab,
+  user: LabUserCreds,
+  o: { core: UserAgentCore; clock: Clock; random: Random; logger?: Logger; livenessTimeoutMs?: number },
+): Registration {
+  return new Registration({
+    clock: o.clock,
+    random: o.random,
+    logger: o.logger ?? silentLogger,
+    core: o.core,
+    engineFactory: (e) => createTlsDskEngine({ ...e, clock: o.clock }),
+    endpoint: endpointForCert(user.aor, user.cert),
+    credentials: {
+      cert: user.cert,
+      key: user.key,
+      notAfter: new Date(new X509Certificate(user.cert).validTo).getTime(),
+    },
+    trustedRoots: [lab.ca.cert],
+    innerTls: "auto",
+    ...(o.livenessTimeoutMs !== undefined ? { livenessTimeoutMs: o.livenessTimeoutMs } : {}),
+  });
+}
+
+/** Starts `reg` and resolves with its first `registered` event (rejects on `failed`). */
+export function registered(reg: Registration): Promise<Extract<RegistrationEvent, { type: "registered" }>> {
+  return new Promise((resolve, reject) => {
+    reg.on((e) => {
+      if (e.type === "registered") resolve(e);
+      else if (e.type === "failed") reject(e.error);
+    });
+    reg.start();
+  });
+}
+
+/** How a message from the lab checks out against a phone's SA. */
+export function verdictOf(sa: SecurityAssociation, m: SipMessage): Verdict {
+  try {
+    sa.verify(m);
+    return "verified";
+  } catch (err) {
+    return (err as { code?: string }).code === "rspauth-missing" ? "unsigned" : "bad";
+  }
 }
 
 const CALL_METHODS = new Set([
@@ -344,30 +395,9 @@ export class LabPhone {
     const view = registrationView(flow, (m) => (phone ? phone.receive(m) : early.push(m)));
     const random = new CryptoRandom();
     const core = new UserAgentCore(view, { clock, random, logger: silentLogger });
-    const reg = new Registration({
-      clock,
-      random,
-      logger: silentLogger,
-      core,
-      engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
-      endpoint: endpointForCert(user.aor, user.cert),
-      credentials: {
-        cert: user.cert,
-        key: user.key,
-        notAfter: new Date(new X509Certificate(user.cert).validTo).getTime(),
-      },
-      trustedRoots: [lab.ca.cert],
-      innerTls: "auto",
-      // The call tests are short; OPTIONS probes would only add traffic to the counters.
-      livenessTimeoutMs: 0,
-    });
-    await new Promise<void>((resolve, reject) => {
-      reg.on((e) => {
-        if (e.type === "registered") resolve();
-        else if (e.type === "failed") reject(e.error);
-      });
-      reg.start();
-    });
+    // The call tests are short; OPTIONS probes would only add traffic to the counters.
+    const reg = labRegistration(lab, user, { core, clock, random, livenessTimeoutMs: 0 });
+    await registered(reg);
     phone = new LabPhone(user.aor, flow, core, reg);
     for (const m of early) phone.receive(m);
     return phone;
@@ -438,13 +468,7 @@ export class LabPhone {
   }
 
   private receive(m: SipMessage): void {
-    let verdict: Verdict = "verified";
-    try {
-      this.sa.verify(m);
-    } catch (err) {
-      verdict = (err as { code?: string }).code === "rspauth-missing" ? "unsigned" : "bad";
-    }
-    this.inbox.push({ m, verdict });
+    this.inbox.push({ m, verdict: verdictOf(this.sa, m) });
   }
 }
 

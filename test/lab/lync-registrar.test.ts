@@ -5,14 +5,12 @@
  * registration established, and checks every answer and NOTIFY is signed by the registrar.
  * The "minimal" style (the lab before issue 13) is checked too, per feature and via LabOptions.
  */
-import { randomBytes, X509Certificate } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { DOMParser } from "@xmldom/xmldom";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { endpointForCert } from "../../firmware/commands/register.ts";
 import { silentLogger } from "../../firmware/core/logger.ts";
 import { CryptoRandom } from "../../firmware/platform/crypto-random.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
-import { createTlsDskEngine } from "../../firmware/platform/tls-dsk-engines.ts";
 import { tlsFlowConnector } from "../../firmware/platform/tls-flow.ts";
 import type { Flow } from "../../firmware/sip/flow.ts";
 import {
@@ -24,8 +22,9 @@ import {
   type SipRequest,
   type SipResponse,
 } from "../../firmware/sip/message/message.ts";
-import { Registration, type RegistrationEvent } from "../../firmware/sip/registration/registration.ts";
+import type { Registration, RegistrationEvent } from "../../firmware/sip/registration/registration.ts";
 import { UserAgentCore } from "../../firmware/sip/user-agent-core.ts";
+import { labRegistration, registered, verdictOf } from "../lab-calls/phones.ts";
 import { type Lab, startLab } from "./lab.ts";
 import { gruuEpid, LYNC_ALLOW_EVENTS, registrarFeatures } from "./registrar.ts";
 
@@ -92,28 +91,15 @@ class Client {
     };
     const random = new CryptoRandom();
     const core = new UserAgentCore(view, { clock, random, logger: silentLogger });
-    const reg = new Registration({
-      clock,
-      random,
-      logger: silentLogger,
-      core,
-      engineFactory: (e) => createTlsDskEngine({ ...e, clock }),
-      endpoint: endpointForCert(cert.uri, pem),
-      credentials: { cert: pem, key, notAfter: new Date(new X509Certificate(pem).validTo).getTime() },
-      trustedRoots: [lab.ca.cert],
-      innerTls: "auto",
-      livenessTimeoutMs: 0,
-    });
+    const reg = labRegistration(
+      lab,
+      { aor: cert.uri, cert: pem, key },
+      { core, clock, random, livenessTimeoutMs: 0 },
+    );
     client = new Client(cert.uri, flow, core, reg);
     const c = client;
     reg.on((e) => c.events.push(e));
-    await new Promise<void>((resolve, reject) => {
-      reg.on((e) => {
-        if (e.type === "registered") resolve();
-        else if (e.type === "failed") reject(e.error);
-      });
-      reg.start();
-    });
+    await registered(reg);
     for (const m of early) c.receive(m);
     return c;
   }
@@ -219,13 +205,7 @@ class Client {
   }
 
   private receive(m: SipMessage): void {
-    let verdict: Verdict = "verified";
-    try {
-      this.sa.verify(m);
-    } catch (err) {
-      verdict = (err as { code?: string }).code === "rspauth-missing" ? "unsigned" : "bad";
-    }
-    this.inbox.push({ m, verdict });
+    this.inbox.push({ m, verdict: verdictOf(this.sa, m) });
   }
 }
 

@@ -538,3 +538,137 @@ describe("wire input", () => {
     expect(share(call.playedB.slice(-30), "1004", 0)).toBe(1);
   });
 });
+
+/**
+ * G.722: 16 kHz audio on RTP's 8000 Hz clock (RFC 3551 §4.5.2). Two streams back to back without
+ * a network: each tick A's frame goes straight to B and B's to A.
+ */
+describe("G.722 streams", () => {
+  const wideDetector = new ToneDetector({ frequencies: [1004, 697, 1209, 6000], sampleRate: 16000 });
+  const wideHeard = (pcm: Int16Array) =>
+    wideDetector
+      .detect(pcm)
+      .map((l) => l.hz)
+      .sort((x, y) => x - y)
+      .join("+");
+
+  function pair(a: Partial<AudioStreamParams>, b: Partial<AudioStreamParams>) {
+    const base: AudioStreamParams = { payloadType: 9, codec: "G722", direction: "sendrecv" };
+    return {
+      a: new AudioStream({ ...base, ...a }, { random: new SeededRandom(11) }),
+      b: new AudioStream({ ...base, ...b }, { random: new SeededRandom(12) }),
+    };
+  }
+
+  /** Runs `ticks` frames: each side sends its tone at its own rate, the other receives and plays. */
+  function run(
+    s: { a: AudioStream; b: AudioStream },
+    ticks: number,
+    tones: { a: ToneGenerator; b: ToneGenerator },
+    start = 0,
+  ) {
+    const wire: { a: Uint8Array[]; b: Uint8Array[] } = { a: [], b: [] };
+    const played: { a: PlayoutFrame[]; b: PlayoutFrame[] } = { a: [], b: [] };
+    for (let i = 0; i < ticks; i++) {
+      const t = start + i * 20;
+      const fa = s.a.sendFrame(tones.a.next(s.a.frameSamples), t);
+      const fb = s.b.sendFrame(tones.b.next(s.b.frameSamples), t);
+      if (fa) {
+        wire.a.push(fa);
+        s.b.receive(fa, t + 1);
+      }
+      if (fb) {
+        wire.b.push(fb);
+        s.a.receive(fb, t + 1);
+      }
+      played.a.push(s.a.playout(t));
+      played.b.push(s.b.playout(t));
+    }
+    return { wire, played };
+  }
+
+  it("runs at 16 kHz: 320 samples a frame, 160 octets a packet, the RTP timestamp stepping 160", () => {
+    const s = pair({}, {});
+    expect(s.a.sampleRate).toBe(16000);
+    expect(s.a.frameSamples).toBe(320);
+    expect(s.a.codec).toBe("G722");
+    const tones = {
+      a: new ToneGenerator(TONE_A, { sampleRate: 16000 }),
+      b: new ToneGenerator([{ hz: 6000, levelDbfs: -12 }], { sampleRate: 16000 }),
+    };
+    const { wire, played } = run(s, 50, tones);
+    const packets = wire.a.map((b) => parseRtp(b)).map((r) => (r.ok ? r.packet : undefined));
+    expect(packets.every((p) => p?.payloadType === 9 && p.payload.length === 160)).toBe(true);
+    for (let i = 1; i < packets.length; i++)
+      expect((packets[i]!.timestamp - packets[i - 1]!.timestamp) >>> 0).toBe(160);
+    // Played frames are 16 kHz too; A's 1004 Hz reaches B, B's 6 kHz (upper band) reaches A.
+    const audioB = played.b.filter((f) => f.kind === "audio");
+    expect(audioB.length).toBeGreaterThan(40);
+    expect(audioB.every((f) => f.rate === 16000 && f.pcm.length === 320)).toBe(true);
+    expect(audioB.slice(5).every((f) => wideHeard(f.pcm) === "1004")).toBe(true);
+    expect(
+      played.a
+        .filter((f) => f.kind === "audio")
+        .slice(5)
+        .every((f) => wideHeard(f.pcm) === "6000"),
+    ).toBe(true);
+  });
+
+  it("plays a peer's PCMU (the answer's other codec) at 16 kHz: decoded at 8 kHz and resampled", () => {
+    const s = pair(
+      {
+        receiveFormats: [
+          { payloadType: 9, codec: "G722" },
+          { payloadType: 0, codec: "PCMU" },
+        ],
+      },
+      { payloadType: 0, codec: "PCMU" },
+    );
+    expect(s.b.sampleRate).toBe(8000);
+    const tones = { a: new ToneGenerator(TONE_A, { sampleRate: 16000 }), b: new ToneGenerator(TONE_A) };
+    const { played } = run(s, 50, tones);
+    const audio = played.a.filter((f) => f.kind === "audio").slice(5);
+    expect(audio.length).toBeGreaterThan(30);
+    for (const f of audio) {
+      expect(f.rate).toBe(16000);
+      expect(wideHeard(f.pcm)).toBe("1004");
+      // The resampler keeps the level: µ-law and the half-band filter cost a fraction of a dB.
+      const [level] = new ToneDetector({ frequencies: [1004], sampleRate: 16000 }).levels(f.pcm);
+      expect(Math.abs(level!.levelDbfs - -10)).toBeLessThan(0.5);
+    }
+  });
+
+  it("a re-INVITE from G.722 to PCMU changes the frame to 160 samples; the RTP clock runs on unbroken", () => {
+    const s = pair({}, {});
+    const tones = {
+      a: new ToneGenerator(TONE_A, { sampleRate: 16000 }),
+      b: new ToneGenerator(TONE_A, { sampleRate: 16000 }),
+    };
+    const before = run(s, 10, tones);
+    s.a.update({ payloadType: 0, codec: "PCMU", direction: "sendrecv" });
+    s.b.update({ payloadType: 0, codec: "PCMU", direction: "sendrecv" });
+    expect(s.a.frameSamples).toBe(160);
+    expect(s.a.sampleRate).toBe(8000);
+    const narrow = { a: new ToneGenerator(TONE_A), b: new ToneGenerator(TONE_A) };
+    const after = run(s, 20, narrow, 200);
+    const ts = [...before.wire.a, ...after.wire.a].map((b) => {
+      const r = parseRtp(b);
+      return r.ok ? r.packet.timestamp : -1;
+    });
+    for (let i = 1; i < ts.length; i++) expect((ts[i]! - ts[i - 1]!) >>> 0).toBe(160);
+    const late = after.played.b.filter((f) => f.kind === "audio").slice(5);
+    expect(late.every((f) => f.rate === 8000 && heard(f.pcm) === "1004")).toBe(true);
+  });
+
+  it("mixes an in-band keypad tone at 16 kHz when no telephone-event was negotiated", () => {
+    const s = pair({}, {});
+    const silence = {
+      a: new ToneGenerator([], { sampleRate: 16000 }),
+      b: new ToneGenerator([], { sampleRate: 16000 }),
+    };
+    run(s, 5, silence);
+    expect(s.a.sendDigit("1", 100, 200)).toEqual([]);
+    const { played } = run(s, 25, silence, 100);
+    expect(played.b.filter((f) => wideHeard(f.pcm) === "697+1209").length).toBeGreaterThanOrEqual(8);
+  });
+});

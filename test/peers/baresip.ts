@@ -16,6 +16,10 @@
  * - one account: `<sip:USER@127.0.0.1>;regint=0` (no REGISTER: a trunk peer is configured by
  *   address), answermode auto or manual, optionally `outbound=` the lab trunk so that every call
  *   it places goes there, and mediaenc when SRTP is wanted.
+ * - G.722 on request (`codecs: ["g722"]`): module g722 (spandsp's codec) is loaded and the
+ *   account's audio_codecs names it as G722/16000/1 (see codecName); the
+ *   source WAV is then written at 16 kHz, G.722's rate, and the recordings come back at the rate
+ *   sndfile wrote them (16 kHz for a G.722 call), named in `recording()`'s answer.
  *
  * baresip 1.0.0 does not exit when its own init fails (a port in use, a bad account): it prints
  * "init failed" and idles. Start-up therefore waits for "baresip is ready." and the account line,
@@ -42,6 +46,10 @@ export const BARESIP_MODULE_NAMES = ["g711", "srtp", "aufile", "sndfile", "accou
 export const BARESIP_MISSING = "baresip not installed (apt-get install --no-install-recommends baresip-core)";
 export const hasBaresip =
   existsSync(BARESIP) && BARESIP_MODULE_NAMES.every((m) => existsSync(join(BARESIP_MODULES, `${m}.so`)));
+/** baresip-core ships g722.so (linked to libspandsp); loaded only when a test asks for G.722. */
+export const hasBaresipG722 = hasBaresip && existsSync(join(BARESIP_MODULES, "g722.so"));
+
+const wantsG722 = (o: BaresipOptions) => (o.codecs ?? []).some((c) => c.toLowerCase().startsWith("g722"));
 
 /** Skips the test without baresip; under CI=true throws instead, so the run fails. */
 export function needBaresip(ctx: { skip: (note?: string) => never }): void {
@@ -64,7 +72,7 @@ export interface BaresipOptions {
   /** What it sends: a sine (default 697 Hz at −12 dBFS) for `seconds` (default 30), then silence. */
   tone?: readonly ToneComponent[];
   toneSeconds?: number;
-  /** audio_codecs, in baresip's names (default pcmu, pcma). */
+  /** audio_codecs, in baresip's names (default pcmu, pcma); "g722" loads the g722 module. */
   codecs?: string[];
   /** Seconds until baresip quits by itself (its -t), a bound if we die without cleaning up. */
   lifetimeS?: number;
@@ -106,7 +114,7 @@ export interface Baresip {
    * What baresip decoded from the peer in its latest call (sndfile's …-dec.wav), and what it
    * encoded and sent (…-enc.wav). Read after the call has closed: the files are finished then.
    */
-  recording(): Promise<{ received: Int16Array; sent: Int16Array; files: string[] }>;
+  recording(): Promise<{ received: Int16Array; sent: Int16Array; rate: number; files: string[] }>;
   /** Everything baresip printed (stdout and stderr), colour codes removed. */
   log(): string;
   running(): boolean;
@@ -187,7 +195,65 @@ export function readNetstrings(buf: Buffer): { messages: string[]; rest: Buffer 
   return { messages, rest: buf.subarray(at) };
 }
 
-function configText(o: { sipPort: number; ctrlPort: number; source: string; dir: string }): string {
+/**
+ * A mono 16-bit WAV at any rate. firmware/platform/wav.ts deliberately reads and writes 8 kHz
+ * only (a narrowband call's format); a G.722 peer needs 16 kHz, which only this harness does.
+ */
+function wavAt(pcm: Int16Array, rate: number): Uint8Array {
+  const out = new Uint8Array(44 + pcm.length * 2);
+  const v = new DataView(out.buffer);
+  const text = (at: number, t: string) => {
+    for (let i = 0; i < 4; i++) out[at + i] = t.charCodeAt(i);
+  };
+  text(0, "RIFF");
+  v.setUint32(4, 36 + pcm.length * 2, true);
+  text(8, "WAVE");
+  text(12, "fmt ");
+  v.setUint32(16, 16, true);
+  v.setUint16(20, 1, true); // PCM
+  v.setUint16(22, 1, true); // mono
+  v.setUint32(24, rate, true);
+  v.setUint32(28, rate * 2, true);
+  v.setUint16(32, 2, true);
+  v.setUint16(34, 16, true);
+  text(36, "data");
+  v.setUint32(40, pcm.length * 2, true);
+  for (let i = 0; i < pcm.length; i++) v.setInt16(44 + 2 * i, pcm[i]!, true);
+  return out;
+}
+
+/** The samples and rate of a mono 16-bit WAV (sndfile's); throws while the file is unfinished. */
+function readWavAnyRate(bytes: Uint8Array): { samples: Int16Array; rate: number } {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const tag = (at: number) => String.fromCharCode(...bytes.subarray(at, at + 4));
+  if (bytes.length < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") throw new Error("not a WAV file");
+  let rate = 0;
+  for (let at = 12; at + 8 <= bytes.length; ) {
+    const size = v.getUint32(at + 4, true);
+    if (tag(at) === "fmt ") {
+      if (v.getUint16(at + 10, true) !== 1 || v.getUint16(at + 22, true) !== 16)
+        throw new Error("not mono 16-bit PCM");
+      rate = v.getUint32(at + 12, true);
+    } else if (tag(at) === "data") {
+      if (!rate) throw new Error("data before fmt");
+      const end = Math.min(bytes.length, at + 8 + size);
+      const n = (end - at - 8) >> 1;
+      const samples = new Int16Array(n);
+      for (let i = 0; i < n; i++) samples[i] = v.getInt16(at + 8 + 2 * i, true);
+      return { samples, rate };
+    }
+    at += 8 + size + (size % 2);
+  }
+  throw new Error("no data chunk yet");
+}
+
+function configText(o: {
+  sipPort: number;
+  ctrlPort: number;
+  source: string;
+  dir: string;
+  g722: boolean;
+}): string {
   return [
     "poll_method epoll",
     `sip_listen 127.0.0.1:${o.sipPort}`,
@@ -199,6 +265,7 @@ function configText(o: { sipPort: number; ctrlPort: number; source: string; dir:
     "call_local_timeout 120",
     `module_path ${BARESIP_MODULES}`,
     "module g711.so",
+    ...(o.g722 ? ["module g722.so"] : []),
     "module srtp.so",
     "module aufile.so",
     "module sndfile.so",
@@ -214,11 +281,20 @@ function configText(o: { sipPort: number; ctrlPort: number; source: string; dir:
   ].join("\n");
 }
 
+/**
+ * baresip 1.0.0's account parser reads a bare codec name as NAME/8000/1 and then finds no G.722:
+ * the module registers G722/16000/1 (its sampling rate; the RTP clock of 8000 appears only in
+ * SDP). So a bare "g722" is spelled out.
+ */
+function codecName(name: string): string {
+  return name.toLowerCase() === "g722" ? "G722/16000/1" : name;
+}
+
 function accountLine(o: BaresipOptions, user: string): string {
   const params = [
     "regint=0",
     `answermode=${o.answerMode ?? "auto"}`,
-    `audio_codecs=${(o.codecs ?? ["pcmu", "pcma"]).join(",")}`,
+    `audio_codecs=${(o.codecs ?? ["pcmu", "pcma"]).map(codecName).join(",")}`,
     ...(o.outbound ? [`outbound="sip:${o.outbound.address};transport=${o.outbound.transport}"`] : []),
     ...(o.mediaenc ? [`mediaenc=${o.mediaenc}`] : []),
   ];
@@ -232,7 +308,14 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
   const dir = await mkdtemp(join(tmpdir(), "handset-baresip-"));
   const source = join(dir, "source.wav");
   const tone = o.tone ?? [{ hz: 697, levelDbfs: -12 }];
-  await writeFile(source, encodeWav(generateTone(tone, Math.round(8000 * (o.toneSeconds ?? 30)))));
+  const g722 = wantsG722(o);
+  if (g722 && !hasBaresipG722) throw new Error(`${BARESIP_MODULES}/g722.so is missing`);
+  // The source at the codec's rate, so that baresip sends it without resampling.
+  const sourceRate = g722 ? 16000 : 8000;
+  const samples = generateTone(tone, Math.round(sourceRate * (o.toneSeconds ?? 30)), {
+    sampleRate: sourceRate,
+  });
+  await writeFile(source, g722 ? wavAt(samples, sourceRate) : encodeWav(samples));
   await writeFile(join(dir, "accounts"), accountLine(o, user));
 
   let logText = "";
@@ -251,7 +334,7 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
   const spawnOnce = async () => {
     sipPort = await freeSipPort();
     ctrlPort = await freeTcpPort();
-    await writeFile(join(dir, "config"), configText({ sipPort, ctrlPort, source, dir }));
+    await writeFile(join(dir, "config"), configText({ sipPort, ctrlPort, source, dir, g722 }));
     const from = logText.length;
     hasExited = false;
     const child = spawn(BARESIP, ["-f", dir, "-t", String(o.lifetimeS ?? 300)], {
@@ -460,9 +543,22 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
         const { enc, dec } = await latestDumps();
         if (enc && dec) {
           try {
-            const received = parseWav(await readFile(dec));
-            const sent = parseWav(await readFile(enc));
-            if (received.length > 0 && sent.length > 0) return { received, sent, files: [dec, enc] };
+            if (g722) {
+              const received = readWavAnyRate(await readFile(dec));
+              const sent = readWavAnyRate(await readFile(enc));
+              if (received.samples.length > 0 && sent.samples.length > 0)
+                return {
+                  received: received.samples,
+                  sent: sent.samples,
+                  rate: received.rate,
+                  files: [dec, enc],
+                };
+            } else {
+              const received = parseWav(await readFile(dec));
+              const sent = parseWav(await readFile(enc));
+              if (received.length > 0 && sent.length > 0)
+                return { received, sent, rate: 8000, files: [dec, enc] };
+            }
           } catch {
             // not finished yet
           }

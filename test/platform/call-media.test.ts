@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createSimAudio, type SimAudioDevice } from "../../board/sim/sim-audio.ts";
 import { silentLogger } from "../../firmware/core/logger.ts";
 import { SeededRandom } from "../../firmware/core/random.ts";
-import type { SrtpPolicy } from "../../firmware/media/offer-answer.ts";
+import type { AudioCodec, SrtpPolicy } from "../../firmware/media/offer-answer.ts";
+import { ToneDetector } from "../../firmware/media/tone.ts";
 import { type CallMediaPort, CallMediaPorts, callMediaPorts } from "../../firmware/platform/call-media.ts";
 import { RtpSocket } from "../../firmware/platform/rtp-socket.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
@@ -24,6 +25,8 @@ const HOST = "127.0.0.1";
 const RANGE = { min: 43000, max: 43999 };
 const A_HZ = 1000;
 const B_HZ = 1400;
+/** In G.722's upper sub-band (4–8 kHz): only a wideband call carries it. */
+const UPPER_HZ = 6000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const pools: CallMediaPorts[] = [];
@@ -36,7 +39,13 @@ interface Phone {
   audio: SimAudioDevice;
 }
 
-async function phone(seed: number, hz: number, srtp: SrtpPolicy, spares = 1): Promise<Phone> {
+async function phone(
+  seed: number,
+  hz: number,
+  srtp: SrtpPolicy,
+  spares = 1,
+  o: { codecs?: AudioCodec[]; detect?: number[] } = {},
+): Promise<Phone> {
   const audio = createSimAudio({ microphone: { kind: "tone", hz }, recordMs: 500 });
   const ports = await callMediaPorts({
     clock: new SystemClock(),
@@ -44,9 +53,9 @@ async function phone(seed: number, hz: number, srtp: SrtpPolicy, spares = 1): Pr
     logger: silentLogger,
     address: HOST,
     portRange: RANGE,
-    capabilities: { codecs: ["PCMU", "PCMA"], srtp },
+    capabilities: { codecs: o.codecs ?? ["PCMU", "PCMA"], srtp },
     audio,
-    detectTones: [A_HZ, B_HZ],
+    detectTones: o.detect ?? [A_HZ, B_HZ],
     spares,
     rtcpIntervalMs: 200,
   });
@@ -360,15 +369,65 @@ describe("CallMediaPort over loopback", () => {
   });
 
   it("rejects capabilities the audio stream cannot send", async () => {
-    await expect(
-      CallMediaPorts.open({
-        clock: new SystemClock(),
-        random: new SeededRandom(13),
-        logger: silentLogger,
-        address: HOST,
-        portRange: RANGE,
-        capabilities: { codecs: ["G722", "PCMU"], srtp: "optional" },
-      }),
-    ).rejects.toMatchObject({ code: "media-config" });
+    for (const codecs of [[], ["OPUS", "PCMU"]])
+      await expect(
+        CallMediaPorts.open({
+          clock: new SystemClock(),
+          random: new SeededRandom(13),
+          logger: silentLogger,
+          address: HOST,
+          portRange: RANGE,
+          capabilities: { codecs: codecs as AudioCodec[], srtp: "optional" },
+        }),
+      ).rejects.toMatchObject({ code: "media-config" });
+  });
+
+  it("G.722 first: offered first, sent at 16 kHz both ways through SRTP; a 6 kHz tone (upper band) crosses", async () => {
+    const wide = { codecs: ["G722", "PCMU", "PCMA"] as AudioCodec[], detect: [A_HZ, UPPER_HZ] };
+    const a = await phone(21, A_HZ, "optional", 1, wide);
+    const b = await phone(22, UPPER_HZ, "optional", 1, wide);
+    const pa = a.ports.factory() as CallMediaPort;
+    const pb = b.ports.factory() as CallMediaPort;
+    const { offer, answer } = exchange(pa, pb);
+    expect(lines(offer.sdp).find((l) => l.startsWith("m=audio"))).toMatch(
+      /^m=audio [0-9]+ RTP\/AVP 9 0 8 13 101$/,
+    );
+    expect(lines(offer.sdp)).toContain("a=rtpmap:9 G722/8000");
+    expect(lines(answer.sdp).find((l) => l.startsWith("m=audio"))).toMatch(/ RTP\/SAVP 9 0 8 /);
+    await sleep(600);
+    for (const s of [pa.stats(), pb.stats()]) {
+      expect(s).toMatchObject({ state: "streaming", codec: "G722", srtp: true, srtpAuthFailures: 0 });
+      // 20 ms frames: the RTP clock steps 160 a packet even at 16 kHz, so nothing looks late or lost.
+      expect(s.packetsIn).toBeGreaterThan(10);
+      expect(s.lost).toBe(0);
+      expect(s.socket?.stream?.late).toBe(0);
+    }
+    const sa = pa.stats();
+    const sb = pb.stats();
+    expect(sb.tones!.heard[A_HZ]! / sb.tones!.frames).toBeGreaterThan(0.9);
+    expect(sb.tones!.heard[UPPER_HZ]).toBe(0);
+    expect(sa.tones!.heard[UPPER_HZ]! / sa.tones!.frames).toBeGreaterThan(0.9);
+    expect(sa.tones!.heard[A_HZ]).toBe(0);
+    // The speakers play 16 kHz frames of 320 samples, and the 6 kHz tone is there at its level.
+    expect(a.audio.speaker().rate).toBe(16000);
+    expect(a.audio.recordingRate).toBe(16000);
+    const rec = a.audio.recording();
+    const frame = rec.subarray(rec.length - 320);
+    const [level] = new ToneDetector({ frequencies: [UPPER_HZ], sampleRate: 16000 }).levels(frame);
+    expect(Math.abs(level!.levelDbfs - -12)).toBeLessThan(1.5);
+  });
+
+  it("G.722 offered to a G.711-only peer: both fall back to PCMU at 8 kHz", async () => {
+    const a = await phone(23, A_HZ, "optional", 1, { codecs: ["G722", "PCMU"] });
+    const b = await phone(24, B_HZ, "optional", 1, { codecs: ["PCMU"] });
+    const pa = a.ports.factory() as CallMediaPort;
+    const pb = b.ports.factory() as CallMediaPort;
+    exchange(pa, pb);
+    await sleep(500);
+    expect(pa.stats().codec).toBe("PCMU");
+    expect(pb.stats().codec).toBe("PCMU");
+    expect((await during(pa, B_HZ, 300)).tone).toBeGreaterThan(8);
+    expect((await during(pb, A_HZ, 300)).tone).toBeGreaterThan(8);
+    expect(a.audio.speaker().rate).toBe(8000);
   });
 });
