@@ -33,6 +33,7 @@ import { benchCallSetup } from "./bench-call.ts";
 import { benchDiscovery } from "./bench-discovery.ts";
 import { benchFailover } from "./bench-failover.ts";
 import { benchFleet } from "./bench-fleet.ts";
+import { benchG722 } from "./bench-g722.ts";
 import { benchOutage } from "./bench-outage.ts";
 import { benchSrtp } from "./bench-srtp.ts";
 import { summarize } from "./bench-stats.ts";
@@ -193,8 +194,8 @@ async function main(): Promise<void> {
     results["failover_storm"] = await benchFailover();
     results["bundle"] = await benchBundle();
     results["fleet"] = await benchFleet();
-    // The image runs node without TurboFan (image/rootfs/usr/bin/handset): the service_node_flags
-    // figures are the ones that count on the phone.
+    // The image runs node with TurboFan for dsp… functions only (image/rootfs/usr/bin/handset):
+    // the service_node_flags figures are the ones that count on the phone.
     results["srtp_call"] = {
       note: "a two-way G.711 call's SRTP (protect + unprotect, 50 packets/s each way); goal < 1 % of one core",
       in_this_process: await benchSrtp(),
@@ -206,7 +207,11 @@ async function main(): Promise<void> {
       service_node_flags: underServiceFlags("scripts/bench-audio.ts"),
     };
     results["call_setup"] = await benchCallSetup();
-    results["g722_codec"] = await (await import("./bench-g722.ts")).benchG722();
+    results["g722_codec"] = {
+      note: "G.722 encode + decode of one second of 16 kHz audio each (one call's codec work)",
+      in_this_process: await benchG722(),
+      service_node_flags: underServiceFlags("scripts/bench-g722.ts"),
+    };
 
     mkdirSync(join(ROOT, "bench-results"), { recursive: true });
     writeFileSync(join(ROOT, "bench-results/bench.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -180,6 +180,14 @@ describe("handset.mjs: what a registered phone loads", () => {
     expect(at, at < 0 ? "" : bytes.subarray(Math.max(0, at - 60), at + 20).toString("utf8")).toBe(-1);
   });
 
+  it("keeps the dsp… names the service's --turbo-filter=dsp* optimises (G.722's loops)", () => {
+    const text = readFileSync(join(out("a"), HOST, "handset.mjs"), "utf8");
+    const wrapper = readFileSync(join(import.meta.dirname, "../../image/rootfs/usr/bin/handset"), "utf8");
+    expect(wrapper).toMatch(/^NODE_FLAGS="[^"]*--turbo-filter=dsp\*[^"]*"$/m);
+    for (const name of ["dspEncode(", "dspDecode(", "dspAdapt("])
+      expect(count(text, name)).toBeGreaterThan(0);
+  });
+
   it("runs no dependency's module code at start: node-forge, the XML stack and MQTT.js load on first use", () => {
     // esbuild wraps each CommonJS package in __commonJS(); the copy reports every first call.
     const text = readFileSync(join(out("a"), HOST, "handset.mjs"), "utf8");

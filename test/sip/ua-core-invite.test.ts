@@ -395,6 +395,17 @@ describe("signatures (tls-dsk.md §4)", () => {
     expect(al.events).toEqual(["failure timeout"]); // Timer B
   });
 
+  it("drops a badly signed INVITE: no call rings, nothing answers it, the flow is closed as for a bad rspauth", () => {
+    const { pool, bob, incoming, start } = rig();
+    pool.tamper = (m) => (m.kind === "request" && m.method === "INVITE" ? "bad-signature" : "pass");
+    start();
+    settle(pool, 1_000);
+    expect(incoming).toEqual([]);
+    expect(bob.securityFailures).toEqual(["rspauth-invalid"]);
+    expect(bob.flow.closed).toBe(true);
+    expect(pool.trace()).toEqual(["alice→bob INVITE (bad-signature)"]);
+  });
+
   it("drops a badly signed BYE: the flow is closed as for a bad rspauth, and the owner never sees the BYE", () => {
     const { pool, alice, bob, bobOwner, aliceDialog } = established();
     pool.tamper = (m) => (m.kind === "request" && m.method === "BYE" ? "bad-signature" : "pass");
