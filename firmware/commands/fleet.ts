@@ -7,7 +7,9 @@
  * - cmd: one request on PREFIX/DEVICE/cmd/NAME with an MQTT v5 response topic of our own and
  *   correlation data, then the replies ("deferred" first for a disruptive command, then the final);
  * - config: the retained desired document PREFIX/DEVICE/config/desired (merged with the one there,
- *   one version up), then the phone's config/reported for that version.
+ *   one version up), then the phone's config/reported for that version; with --site SITE or --org
+ *   the layer's document (PREFIX/site/SITE/config/desired, PREFIX/org/config/desired) the same way,
+ *   then only the reports of the phones named with --wait-for (a layer reaches many phones).
  *
  * Credentials never come from the command line (ps shows it to every user): a password file or
  * HANDSET_MQTT_PASSWORD, or a client certificate. Like the phone, it refuses to connect
@@ -23,6 +25,7 @@ import { hexToken, type Random } from "../core/random.ts";
 import { CryptoRandom } from "../platform/crypto-random.ts";
 import { createMqttPort } from "../platform/mqtt-connection.ts";
 import { SystemClock } from "../platform/system-clock.ts";
+import { parseDesired } from "../telemetry/desired-config.ts";
 import type {
   MqttConnection,
   MqttCredentials,
@@ -31,7 +34,7 @@ import type {
   MqttPublishOptions,
 } from "../telemetry/mqtt-port.ts";
 import { PAYLOAD_VERSION } from "../telemetry/payloads.ts";
-import { type FleetTopics, fleetTopics } from "../telemetry/topics.ts";
+import { type ConfigLayer, type FleetTopics, fleetTopics } from "../telemetry/topics.ts";
 import { type CommandSpec, parseFlags, seconds, VERBOSE_FLAG, wholeNumber } from "./args.ts";
 import {
   checkKeyMatchesCertificate,
@@ -51,11 +54,13 @@ const KEEPALIVE_S = 30;
 const PASSWORD_ENV = "HANDSET_MQTT_PASSWORD";
 
 export const FLEET_SPEC = {
-  summary: "the fleet over MQTT: list the phones, send one a command, set its desired configuration",
+  summary:
+    "the fleet over MQTT: list the phones, send one a command, set the desired configuration of one, a site or all",
   synopsis: [
     "list --broker URL [--prefix P] [--wait S] AUTH",
     "cmd DEVICE NAME --broker URL [--args JSON] [--timeout S] AUTH",
     "config DEVICE --broker URL --set KEY=JSON … [--unset KEY …] [--config-version N] [--timeout S] AUTH",
+    "config --site SITE|--org --broker URL --set KEY=JSON … [--unset KEY …] [--config-version N] [--wait-for DEVICE …] [--timeout S] AUTH",
   ],
   flags: {
     broker: { type: "string", arg: "URL", help: "the broker: mqtt://HOST:PORT or mqtts://HOST:PORT" },
@@ -102,10 +107,25 @@ export const FLEET_SPEC = {
       arg: "N",
       help: "config: the document's version (default: one above the desired or reported one)",
     },
+    site: {
+      type: "string",
+      arg: "SITE",
+      help: "config: the site's document (PREFIX/site/SITE/config/desired) instead of a phone's",
+    },
+    org: {
+      type: "boolean",
+      help: "config: the organisation's document (PREFIX/org/config/desired), for every phone",
+    },
+    "wait-for": {
+      type: "string",
+      multiple: true,
+      arg: "DEVICE",
+      help: "config --site/--org: wait for this phone's report of the layer's new version",
+    },
     timeout: {
       type: "string",
       arg: "S",
-      help: `cmd, config: seconds to wait for the phone's answer (default ${DEFAULT_TIMEOUT_S})`,
+      help: `cmd, config: seconds to wait for the phones' answers (default ${DEFAULT_TIMEOUT_S})`,
     },
     ...VERBOSE_FLAG,
   },
@@ -117,8 +137,12 @@ export const FLEET_SPEC = {
     "command (reboot, sign-out, reprovision, update) first answers deferred, then runs when the phone",
     "is idle: --timeout counts again from each reply. config exits 1 when the phone refuses a key.",
     "config --set KEY=null returns a key to the phone's file value (over the org and site layers too);",
-    "--unset KEY takes it out of the phone's document, leaving it to those layers or the file.",
+    "--unset KEY takes it out of the document written, leaving it to the layers below or the file.",
     "The config document's version flag is --config-version (handset takes --version itself).",
+    "config --site SITE or --org writes that layer's document, which every phone of the site or the",
+    "organisation takes (below the phone's own document); a key the option table refuses there is a",
+    "usage error and nothing is published. It waits only for the phones named with --wait-for, and",
+    "exits 1 when one of them refuses a key this run set or reports no such version within --timeout.",
   ],
 } as const satisfies CommandSpec;
 
@@ -170,6 +194,8 @@ function checked(name: OptionName, value: string, what: string): string {
 }
 
 const COMMAND_NAME = /^[a-z][a-z0-9-]{0,31}$/;
+/** The operator's own level under the prefix (will and reply topics); never a phone's id. */
+const FLEET_OWN_LEVEL = "_fleet";
 
 // ---------------------------------------------------------------------------------------------
 // Connecting
@@ -373,7 +399,7 @@ async function connect(f: Flags, d: FleetDeps, port: MqttPort, prefix: string): 
     ...auth,
     // The port wants a will; an operator's CLI has nothing to announce, so it goes to a topic of
     // its own under the operator's part of the tree, never retained.
-    will: { topic: `${prefix}/_fleet/${client}/gone`, payload: "{}", qos: 0, retain: false },
+    will: { topic: `${prefix}/${FLEET_OWN_LEVEL}/${client}/gone`, payload: "{}", qos: 0, retain: false },
     sessionExpiryS: 0,
     timer,
   });
@@ -567,7 +593,7 @@ async function cmdCommand(
   },
 ): Promise<number> {
   // Our own reply topic, beside the phones' (an operator account may use PREFIX/#; a phone's may not).
-  const replyTopic = `${o.prefix}/_fleet/${hexToken(d.random, 16)}/reply`;
+  const replyTopic = `${o.prefix}/${FLEET_OWN_LEVEL}/${hexToken(d.random, 16)}/reply`;
   const correlation = Buffer.from(d.random.bytes(16));
   const topic = o.topics.cmd(o.name);
   const seconds = o.timeoutMs / 1000;
@@ -734,15 +760,29 @@ function parseSet(text: string): [string, unknown] {
 }
 
 /**
- * What this CLI's own configuration table says of a key. Only a warning: the phone decides, and it
- * may run another firmware version.
+ * The keys of `sets` that the phone's own check of a desired document (desired-config.ts, over
+ * this CLI's copy of the option table) refuses, with its reasons. The same function as the phone's,
+ * so that the two cannot drift: null (back to the file's value) passes, a group given as an object
+ * is walked key by key, and a key only the file sets is refused as the phone refuses it.
  */
-function localWarning(key: string, value: unknown): string | undefined {
-  if (!Object.hasOwn(OPTIONS, key)) return "not an option this handset version knows";
-  const option = OPTIONS[key as OptionName];
-  if (!("remote" in option) || option.remote === undefined) return "only the phone's file sets it";
-  const v = option.kind.check(value);
-  return v instanceof KindMismatch ? v.reason : undefined;
+function tableRefusals(sets: Array<[string, unknown]>): Array<[string, string]> {
+  const r = parseDesired(JSON.stringify({ version: 0, config: Object.fromEntries(sets) }));
+  // Only its size can refuse this document as a whole (its version and shape are ours).
+  return r.ok
+    ? Object.entries(r.layer.refused)
+    : sets.map(([k]): [string, string] => [k, `document ${r.reason}`]);
+}
+
+/** The retained document with this run's --unset and --set applied (never both for one key). */
+function nextConfig(
+  retained: Record<string, unknown> | undefined,
+  sets: Array<[string, unknown]>,
+  unsets: string[],
+): Record<string, unknown> {
+  const config: Record<string, unknown> = { ...retained };
+  for (const k of unsets) delete config[k];
+  for (const [k, v] of sets) config[k] = v;
+  return config;
 }
 
 async function configCommand(
@@ -791,20 +831,24 @@ async function configCommand(
         `--config-version ${o.version} is not above the version ${o.device} reports (${deviceVersion(reported)}): the phone would take it as applied`,
       );
     const version = o.version ?? current + 1;
-    const config: Record<string, unknown> = { ...desired?.config };
-    for (const k of o.unsets) delete config[k];
-    for (const [k, v] of o.sets) config[k] = v;
-    for (const [k, v] of o.sets) {
-      const warning = localWarning(k, v);
-      if (warning) out.event({ event: "fleet.warning", deviceId: o.device, key: k, reason: warning });
-    }
+    const config = nextConfig(desired?.config, o.sets, o.unsets);
+    // Only a warning for one phone: it decides, and it may run another firmware version.
+    for (const [k, why] of tableRefusals(o.sets))
+      out.event({ event: "fleet.warning", deviceId: o.device, key: k, reason: why });
     const reportsBefore = reports;
     await publish(s, desiredTopic, desiredDocument(version, config), {
       qos: 1,
       retain: true,
       contentType: "application/json",
     });
-    out.event({ event: "fleet.config.sent", deviceId: o.device, version, config, topic: desiredTopic });
+    out.event({
+      event: "fleet.config.sent",
+      layer: "device",
+      deviceId: o.device,
+      version,
+      config,
+      topic: desiredTopic,
+    });
 
     const seconds = o.timeoutMs / 1000;
     const answer = await new Promise<Reported>((resolve, reject) => {
@@ -871,6 +915,185 @@ async function configCommand(
   }
 }
 
+/** A phone named with --wait-for, and what it has said so far. */
+interface Waited {
+  device: string;
+  reported?: Reported;
+  /** config/reported messages seen, and how many of them came before our publish. */
+  reports: number;
+  before: number;
+  outcome?: { ok: true } | { ok: false; code: string; why: string };
+}
+
+/** When several phones fail differently, the exit says the worst: a refusal, then a race, then silence. */
+const FAILURE_ORDER = ["fleet-config-refused", "fleet-superseded", "fleet-timeout"];
+
+/**
+ * `config --site SITE` / `config --org`: the layer's retained document, merged and one version up
+ * as a phone's is. Every phone of the layer takes it, so the CLI refuses before publishing what
+ * the phones' table would refuse (there is no one phone to decide), and it waits only for the
+ * phones it is told to: their config/reported naming the layer's new version in `layers`.
+ */
+async function layerConfigCommand(
+  s: Session,
+  out: Output,
+  d: FleetDeps,
+  o: {
+    layer: Exclude<ConfigLayer, "device">;
+    site?: string;
+    topic: string;
+    waitFor: Array<{ device: string; reported: string }>;
+    sets: Array<[string, unknown]>;
+    unsets: string[];
+    version?: number;
+    timeoutMs: number;
+    maxWaitMs: number;
+  },
+): Promise<number> {
+  const where = o.site !== undefined ? { layer: o.layer, site: o.site } : { layer: o.layer };
+  const name = o.site !== undefined ? `site ${o.site}` : "organisation";
+  let desired: { version: number; config: Record<string, unknown> } | undefined;
+  const phones = new Map<string, Waited>(
+    o.waitFor.map((p) => [p.reported, { device: p.device, reports: 0, before: 0 }]),
+  );
+  let onReport: (p: Waited | undefined) => void = () => {};
+  // One watcher from before the subscription: a phone that answers quickly is not missed.
+  const stop = s.watch(
+    (m) => {
+      if (m.topic === o.topic && m.payload.length > 0) desired = readDesired(m.payload) ?? desired;
+      const p = phones.get(m.topic);
+      if (!p) return;
+      p.reported = readReported(m.payload) ?? p.reported;
+      p.reports++;
+      onReport(p);
+    },
+    () => onReport(undefined),
+  );
+  try {
+    await collectRetained(
+      s,
+      [o.topic, ...phones.keys()],
+      { settleMs: d.settleMs, maxMs: o.maxWaitMs },
+      () => {},
+    );
+    // Above what the waited phones report for the layer too: a report names a site's version but
+    // not the site, so a phone of another site (or one holding a document since cleared) must not
+    // already show the version we are about to publish, and pass for having applied it.
+    const reportedMax = Math.max(0, ...[...phones.values()].map((p) => p.reported?.layers[o.layer] ?? 0));
+    const current = Math.max(desired?.version ?? 0, reportedMax);
+    if (o.version !== undefined && o.version <= current)
+      throw new HandsetError(
+        "usage",
+        `--config-version ${o.version} is not above ${current} (the retained ${name} document's version, or the ${o.layer} version a --wait-for phone reports): a phone would seem to have applied it`,
+      );
+    const version = o.version ?? current + 1;
+    const config = nextConfig(desired?.config, o.sets, o.unsets);
+    const document = desiredDocument(version, config);
+    const whole = parseDesired(document);
+    if (!whole.ok)
+      throw new HandsetError("usage", `every phone would refuse the ${name} document: ${whole.reason}`);
+    // This run's keys passed before connecting: anything refused now was in the retained document.
+    for (const [k, why] of Object.entries(whole.layer.refused))
+      out.event({ event: "fleet.warning", ...where, key: k, reason: `in the retained document: ${why}` });
+    for (const p of phones.values()) p.before = p.reports;
+    await publish(s, o.topic, document, { qos: 1, retain: true, contentType: "application/json" });
+    out.event({
+      event: "fleet.config.sent",
+      ...where,
+      version,
+      config,
+      topic: o.topic,
+      ...(phones.size > 0 ? { waitFor: [...phones.values()].map((p) => p.device) } : {}),
+    });
+    if (phones.size === 0) return 0;
+
+    // A key of ours that a phone refused: its table's reason carries our layer's name, or the
+    // phone could not apply it. A refusal the phone's own document earned is not ours.
+    const mine = (k: string) => o.sets.some(([set]) => k === set || k.startsWith(`${set}.`));
+    const ours = (why: string) => why.startsWith(`${o.layer} layer: `) || why.startsWith("could not apply: ");
+    const seconds = o.timeoutMs / 1000;
+    await new Promise<void>((resolve, reject) => {
+      const open = () => [...phones.values()].filter((p) => p.outcome === undefined);
+      const timer = s.clock.setTimer(o.timeoutMs, () => {
+        for (const p of open())
+          p.outcome = {
+            ok: false,
+            code: "fleet-timeout",
+            why: `reported no ${name} version ${version} within ${seconds} s`,
+          };
+        resolve();
+      });
+      const settle = (p: Waited, outcome: NonNullable<Waited["outcome"]>) => {
+        p.outcome = outcome;
+        if (open().length > 0) return;
+        timer.cancel();
+        resolve();
+      };
+      const check = (p: Waited) => {
+        const r = p.reported;
+        if (p.outcome !== undefined || r === undefined) return;
+        const v = r.layers[o.layer];
+        if (v === version) {
+          out.event({
+            event: "fleet.config",
+            deviceId: p.device,
+            ...where,
+            version: v,
+            layers: r.layers,
+            applied: r.applied,
+            pending: r.pending,
+            refused: r.refused,
+            ...(r.errors ? { errors: r.errors } : {}),
+          });
+          const refused = Object.entries(r.refused).filter(([k, why]) => mine(k) && ours(why));
+          settle(
+            p,
+            refused.length === 0
+              ? { ok: true }
+              : {
+                  ok: false,
+                  code: "fleet-config-refused",
+                  why: `refused ${refused.map(([k, why]) => `${k} (${why})`).join(", ")}`,
+                },
+          );
+        } else if (p.reports > p.before && typeof r.errors?.[o.layer] === "string") {
+          // Refused as a whole (the phone keeps the layer's previous document): no report of ours comes.
+          settle(p, {
+            ok: false,
+            code: "fleet-config-refused",
+            why: `refused the ${name} document: ${r.errors[o.layer]}`,
+          });
+        } else if (v !== undefined && v > version) {
+          settle(p, {
+            ok: false,
+            code: "fleet-superseded",
+            why: `reports ${o.layer} version ${v}, newer than ours (${version}): the document changed meanwhile${o.site !== undefined ? ` (or the phone is not in site ${o.site})` : ""}`,
+          });
+        }
+      };
+      onReport = (p) => {
+        if (s.closed !== undefined) {
+          timer.cancel();
+          reject(disconnected(s.closed));
+        } else if (p) check(p);
+      };
+      for (const p of phones.values()) check(p); // a retained report may name the version already
+    });
+    const failed = [...phones.values()].flatMap((p) =>
+      p.outcome?.ok === false ? [{ device: p.device, ...p.outcome }] : [],
+    );
+    if (failed.length === 0) return 0;
+    const codes = failed.map((f) => f.code);
+    const code = FAILURE_ORDER.find((c) => codes.includes(c)) ?? codes[0]!;
+    const hint = codes.includes("fleet-timeout")
+      ? ` (the document stays retained: a phone applies it when it connects${o.site !== undefined ? `; only phones with mqtt.site ${o.site} take it` : ""})`
+      : "";
+    throw new HandsetError(code, `${failed.map((f) => `${f.device} ${f.why}`).join("; ")}${hint}`);
+  } finally {
+    stop();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command
 
@@ -910,7 +1133,28 @@ export async function fleetCommand(
     typeof f["prefix"] === "string" ? checked("mqtt.prefix", f["prefix"], "--prefix") : "handset/v1";
   const waitMs = seconds(f, "wait", DEFAULT_WAIT_S, 300) * 1000;
   const timeoutMs = seconds(f, "timeout", DEFAULT_TIMEOUT_S, 86_400) * 1000;
-  const want = sub === "list" ? 0 : sub === "cmd" ? 2 : 1;
+  const site = typeof f["site"] === "string" ? f["site"] : undefined;
+  const org = f["org"] === true;
+  const waitFor = list(f, "wait-for");
+  if (sub !== "config" && (site !== undefined || org || waitFor.length > 0))
+    throw new HandsetError("usage", "--site, --org and --wait-for are for fleet config");
+  const layer: Exclude<ConfigLayer, "device"> | undefined = org
+    ? "org"
+    : site !== undefined
+      ? "site"
+      : undefined;
+  // config names exactly one document: a phone's (DEVICE), a site's or the organisation's.
+  if (sub === "config" && (words.length > 0 ? 1 : 0) + (site !== undefined ? 1 : 0) + (org ? 1 : 0) !== 1)
+    throw new HandsetError(
+      "usage",
+      "fleet config needs exactly one of DEVICE, --site SITE or --org (handset fleet config phone-1 --set …)",
+    );
+  if (sub === "config" && layer === undefined && waitFor.length > 0)
+    throw new HandsetError(
+      "usage",
+      "--wait-for is for --site and --org (fleet config DEVICE waits for that phone's report)",
+    );
+  const want = sub === "list" ? 0 : sub === "cmd" ? 2 : layer ? 0 : 1;
   if (words.length !== want)
     throw new HandsetError(
       "usage",
@@ -918,7 +1162,7 @@ export async function fleetCommand(
         ? `fleet list takes no words, got "${words.join(" ")}"`
         : sub === "cmd"
           ? "fleet cmd needs DEVICE and NAME (handset fleet cmd phone-1 ping)"
-          : "fleet config needs DEVICE (handset fleet config phone-1 --set …)",
+          : "fleet config takes one DEVICE (handset fleet config phone-1 --set …)",
     );
   const device = want > 0 ? checked("mqtt.deviceId", words[0]!, "DEVICE") : "";
   let deviceTopics: FleetTopics | undefined;
@@ -971,16 +1215,52 @@ export async function fleetCommand(
       f["config-version"] !== undefined
         ? wholeNumber(f, "config-version", 1, { min: 1, max: Number.MAX_SAFE_INTEGER })
         : undefined;
-    run = (s, d) =>
-      configCommand(s, out, d, {
-        device,
-        topics: deviceTopics!,
-        sets,
-        unsets,
-        ...(version !== undefined ? { version } : {}),
-        timeoutMs,
-        maxWaitMs: waitMs,
+    if (layer) {
+      // A layer's document reaches every phone of it: what their table refuses is not sent at all.
+      const refused = tableRefusals(sets);
+      if (refused.length > 0)
+        throw new HandsetError(
+          "usage",
+          `the phones refuse ${refused.map(([k, why]) => `--set ${k} (${why})`).join(", ")}: nothing published`,
+        );
+      const layerSite = site !== undefined ? checked("mqtt.site", site, "--site") : undefined;
+      const topicsOf = (id: string, what: string) => {
+        try {
+          return fleetTopics(prefix, id, layerSite);
+        } catch (err) {
+          throw new HandsetError("usage", `${what}: ${(err as Error).message}`);
+        }
+      };
+      // topics.ts spells the tree; the layer's topic is the same for every phone of it.
+      const anyPhone = topicsOf(FLEET_OWN_LEVEL, layerSite !== undefined ? `--site ${layerSite}` : "--org");
+      const topic = layer === "site" ? anyPhone.siteDesired! : anyPhone.orgDesired;
+      const waited = [...new Set(waitFor)].map((w) => {
+        const id = checked("mqtt.deviceId", w, "--wait-for");
+        return { device: id, reported: topicsOf(id, `--wait-for ${id}`).reported };
       });
+      run = (s, d) =>
+        layerConfigCommand(s, out, d, {
+          layer,
+          ...(layerSite !== undefined ? { site: layerSite } : {}),
+          topic,
+          waitFor: waited,
+          sets,
+          unsets,
+          ...(version !== undefined ? { version } : {}),
+          timeoutMs,
+          maxWaitMs: waitMs,
+        });
+    } else
+      run = (s, d) =>
+        configCommand(s, out, d, {
+          device,
+          topics: deviceTopics!,
+          sets,
+          unsets,
+          ...(version !== undefined ? { version } : {}),
+          timeoutMs,
+          maxWaitMs: waitMs,
+        });
   }
 
   const d = defaultDeps(deps, logSink(out, f["verbose"] === true));
