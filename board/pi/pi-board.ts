@@ -1,6 +1,8 @@
 /**
  * The Raspberry Pi board: keypad matrix, hook switch and LEDs on GPIO, a Matrix Orbital-style
- * serial LCD. `createPiBoard` takes its GPIO and serial port as ports (tests pass fakes);
+ * serial LCD, and, when the profile has an "audio" section, the handset's microphone and earpiece
+ * through ALSA's arecord/aplay (board/pi/alsa-audio.ts; the board needs alsa-utils and a USB
+ * handset or codec HAT, named as `arecord -L` lists it). `createPiBoard` takes its GPIO and serial port as ports (tests pass fakes);
  * `createPiBoardFromEnvironment` plugs in onoff and serialport and refuses clearly, with a
  * "gpio-unavailable" HandsetError, on a machine without sysfs GPIO.
  */
@@ -9,6 +11,7 @@ import { HandsetError } from "../../firmware/core/errors.ts";
 import { type Logger, silentLogger } from "../../firmware/core/logger.ts";
 import type { Random } from "../../firmware/core/random.ts";
 import type { Board } from "../../firmware/hal/board.ts";
+import { type AlsaAudioDevice, createAlsaAudio } from "./alsa-audio.ts";
 import { DEFAULT_SYSFS_GPIO, type GpioFactory } from "./gpio.ts";
 import { GpioHookSwitch } from "./hook-switch.ts";
 import { KeypadMatrix } from "./keypad-matrix.ts";
@@ -32,6 +35,8 @@ export interface PiBoard extends Board {
   display: SerialLcd;
   hook: GpioHookSwitch;
   indicators: { messageWaiting: GpioLed; status: GpioLed };
+  /** Present when the profile names ALSA PCMs; nothing is spawned until a call opens it. */
+  audio?: AlsaAudioDevice;
 }
 
 export function gpioUnavailable(profile: PiProfile, sysfsRoot: string = DEFAULT_SYSFS_GPIO): HandsetError {
@@ -75,6 +80,14 @@ export function createPiBoard(profile: PiProfile, deps: PiBoardDeps): PiBoard {
     logger: logger.child("display"),
     ...(deps.random ? { random: deps.random } : {}),
   });
+  const audio = profile.audio
+    ? createAlsaAudio({
+        profile: profile.audio,
+        clock,
+        logger: logger.child("audio"),
+        ...(deps.random ? { random: deps.random } : {}),
+      })
+    : undefined;
   const parts = [keys, hook, indicators.messageWaiting, indicators.status];
   let started = false;
 
@@ -90,6 +103,7 @@ export function createPiBoard(profile: PiProfile, deps: PiBoardDeps): PiBoard {
     display,
     hook,
     indicators,
+    ...(audio ? { audio } : {}),
     async start() {
       if (started) return;
       try {
@@ -100,12 +114,18 @@ export function createPiBoard(profile: PiProfile, deps: PiBoardDeps): PiBoard {
         throw err;
       }
       started = true;
-      logger.info("board started", { profile: profile.name, display: profile.display.path });
+      logger.info("board started", {
+        profile: profile.name,
+        display: profile.display.path,
+        audio: profile.audio ? `${profile.audio.capture} / ${profile.audio.playback}` : "none",
+      });
     },
     async stop() {
       if (!started) return;
       started = false;
       stopAll();
+      // A call still open at shutdown: its arecord and aplay must not outlive the phone.
+      await audio?.close();
     },
   };
 }

@@ -9,6 +9,20 @@
  *   HANDSET_GPIO_LED_MWI="22"                      HANDSET_GPIO_LED_STATUS="27"
  *   HANDSET_LCD_PATH="/dev/ttyAMA0"                HANDSET_LCD_BAUD="19200"
  *   HANDSET_LCD_SIZE="20x4"
+ *   HANDSET_AUDIO_CAPTURE="plughw:CARD=Device,DEV=0"   HANDSET_AUDIO_PLAYBACK="…"
+ *   HANDSET_AUDIO_RATE="16000"|"8000"              HANDSET_AUDIO="off" (no audio device)
+ *
+ * The optional "audio" section names the ALSA PCMs of the handset's microphone and earpiece
+ * (board/pi/alsa-audio.ts, which says what the board needs: alsa-utils, a USB handset or a codec
+ * HAT, the names from `arecord -L`):
+ *
+ *   "audio": { "capture": "plughw:CARD=Device,DEV=0",  (required)
+ *              "playback": "…",                         (default: the capture PCM)
+ *              "rateHz": 16000,                         (8000 or 16000; default 16000)
+ *              "latencyMs": 60,                         (40..500; default 60)
+ *              "arecordPath": "arecord", "aplayPath": "aplay" }  (default: found on PATH)
+ *
+ * A profile without it gives a board without audio: the phone registers, calls carry no sound.
  *
  * Everything is validated at once; problems are reported together in one "invalid-board-profile"
  * HandsetError.
@@ -17,6 +31,13 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { HandsetError } from "../../firmware/core/errors.ts";
 import { isKey, type Key } from "../../firmware/hal/keys.ts";
+import {
+  type AlsaAudioProfile,
+  DEFAULT_AUDIO_LATENCY_MS,
+  DEFAULT_AUDIO_RATE,
+  MAX_AUDIO_LATENCY_MS,
+  MIN_AUDIO_LATENCY_MS,
+} from "./alsa-audio.ts";
 import type { Level } from "./gpio.ts";
 
 export interface LedProfile {
@@ -43,6 +64,8 @@ export interface PiProfile {
   hook: { line: number; offHookLevel: Level; debounceMs: number; pollMs: number };
   leds: { blinkMs: number; messageWaiting: LedProfile; status: LedProfile };
   display: { path: string; baudRate: number; cols: number; rows: number; backpack: "matrix-orbital" };
+  /** The handset's ALSA PCMs; absent: the board has no audio device. */
+  audio?: AlsaAudioProfile;
 }
 
 export const DEFAULT_PROFILE_PATH: string = join(import.meta.dirname, "profiles", "handset-v1.json");
@@ -184,6 +207,38 @@ export function parseProfile(raw: unknown, env: NodeJS.ProcessEnv = {}, source =
   if ((dp["backpack"] ?? "matrix-orbital") !== "matrix-orbital")
     problems.push(`display.backpack must be "matrix-orbital" (got ${JSON.stringify(dp["backpack"])})`);
 
+  let audio: AlsaAudioProfile | undefined;
+  if (p["audio"] !== undefined && p["audio"] !== null) {
+    const au = obj(p["audio"], "audio");
+    const name = (v: unknown, where: string, example: string): string => {
+      if (typeof v === "string" && v.trim() !== "") return v;
+      problems.push(`${where} must be ${example} (got ${JSON.stringify(v)})`);
+      return "";
+    };
+    const capture = name(
+      au["capture"],
+      "audio.capture",
+      'an ALSA PCM name from `arecord -L`, e.g. "plughw:CARD=Device,DEV=0"',
+    );
+    const playback = name(au["playback"] ?? capture, "audio.playback", "an ALSA PCM name from `aplay -L`");
+    const rateHz = au["rateHz"] ?? DEFAULT_AUDIO_RATE;
+    if (rateHz !== 8000 && rateHz !== 16000)
+      problems.push(`audio.rateHz must be 8000 or 16000 (got ${JSON.stringify(rateHz)})`);
+    audio = {
+      capture,
+      playback,
+      rateHz: rateHz === 8000 ? 8000 : 16000,
+      latencyMs: int(
+        au["latencyMs"] ?? DEFAULT_AUDIO_LATENCY_MS,
+        "audio.latencyMs",
+        MIN_AUDIO_LATENCY_MS,
+        MAX_AUDIO_LATENCY_MS,
+      ),
+      arecordPath: name(au["arecordPath"] ?? "arecord", "audio.arecordPath", "a program path"),
+      aplayPath: name(au["aplayPath"] ?? "aplay", "audio.aplayPath", "a program path"),
+    };
+  }
+
   const used = new Map<number, string>();
   const claim = (line: number, what: string) => {
     const prev = used.get(line);
@@ -214,6 +269,7 @@ export function parseProfile(raw: unknown, env: NodeJS.ProcessEnv = {}, source =
     hook,
     leds,
     display,
+    ...(audio ? { audio } : {}),
   };
 }
 
@@ -279,6 +335,20 @@ function applyEnv(p: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: 
   });
   on("HANDSET_LCD_BAUD", (v) => {
     section("display")["baudRate"] = num("HANDSET_LCD_BAUD", v);
+  });
+  on("HANDSET_AUDIO_CAPTURE", (v) => {
+    section("audio")["capture"] = v;
+  });
+  on("HANDSET_AUDIO_PLAYBACK", (v) => {
+    section("audio")["playback"] = v;
+  });
+  on("HANDSET_AUDIO_RATE", (v) => {
+    section("audio")["rateHz"] = num("HANDSET_AUDIO_RATE", v);
+  });
+  // Last, so that "off" wins over the names: a board whose handset is unplugged.
+  on("HANDSET_AUDIO", (v) => {
+    if (v.trim() === "off") delete p["audio"];
+    else problems.push(`HANDSET_AUDIO="${v}" must be "off" (name the PCMs with HANDSET_AUDIO_CAPTURE)`);
   });
   on("HANDSET_LCD_SIZE", (v) => {
     const m = /^\s*(\d+)\s*x\s*(\d+)\s*$/i.exec(v);
