@@ -24,6 +24,9 @@ import {
   verifyServerChain,
 } from "../sip/tls-dsk/cert-verify.ts";
 
+/** How long a closed flow waits for the peer to answer its FIN before the socket is cut. */
+const CLOSE_GRACE_MS = 2_000;
+
 export interface TlsFlowOptions {
   /** Trusted roots (PEM). Never empty: an unverified registrar is no registrar. */
   ca: string[];
@@ -259,8 +262,14 @@ class TlsFlow implements Flow {
 
   close(): void {
     if (this.closed) return;
+    // end(), not destroy(): what was queued just before still goes out (a call's BYE said as the
+    // line is given up, a de-REGISTER), then close_notify and FIN. destroy() right after end()
+    // dropped such a BYE under load, leaving the far end in a call with no one. A peer that never
+    // answers the FIN is cut off after a grace period.
     this.socket.end();
-    this.socket.destroy();
+    const cut = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+    cut.unref();
+    this.socket.once("close", () => clearTimeout(cut));
     this.finish(undefined);
   }
 

@@ -7,16 +7,14 @@
  * DesiredConfig.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { connectAsync, type IPublishPacket, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { exitCodeOf, main } from "../../firmware/cli.ts";
+import { main } from "../../firmware/cli.ts";
 import { fleetCommand } from "../../firmware/commands/fleet.ts";
 import { createOutput } from "../../firmware/commands/output.ts";
-import { asHandsetError } from "../../firmware/core/errors.ts";
 import { DesiredConfig } from "../../firmware/telemetry/desired-config.ts";
 import {
   type CommandReply,
@@ -27,14 +25,14 @@ import {
   statePayload,
 } from "../../firmware/telemetry/payloads.ts";
 import {
-  freePort,
-  hasMosquitto,
-  type Mosquitto,
-  mosquittoSub,
-  needMosquitto,
-  siteAcl,
-  startMosquitto,
-} from "../support/mosquitto.ts";
+  expectUsageError,
+  type FleetBroker,
+  fleetHelp,
+  fleetMain,
+  ofType,
+  startFleetBroker,
+} from "../fleet/fleet-rig.ts";
+import { freePort, hasMosquitto, type Mosquitto, needMosquitto } from "../support/mosquitto.ts";
 
 const execFileAsync = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -50,32 +48,20 @@ const USERS = {
 };
 type User = keyof typeof USERS;
 
-const ACL = siteAcl(P);
-
-let broker: Mosquitto | undefined;
-let dir = "";
-let passwordFile = "";
+let rig: FleetBroker | undefined;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
   if (!hasMosquitto) return;
-  broker = await startMosquitto({
-    users: Object.entries(USERS).map(([username, password]) => ({ username, password })),
-    acl: ACL,
-    clientCa: true,
-  });
-  dir = await mkdtemp(join(tmpdir(), "handset-fleet-cli-"));
-  passwordFile = join(dir, "operator.pass");
-  await writeFile(passwordFile, `${USERS.operator}\n`, { mode: 0o600 });
+  rig = await startFleetBroker({ users: USERS, prefix: P, clientCa: true, dirPrefix: "handset-fleet-cli-" });
 }, 30_000);
 
 afterAll(async () => {
   for (const c of clients) await c.endAsync(true).catch(() => {});
-  await broker?.dispose();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await rig?.dispose();
 });
 
-const b = (): Mosquitto => broker!;
+const b = (): Mosquitto => rig!.broker;
 
 async function client(user: User, o: { will?: string } = {}): Promise<MqttClient> {
   const c = await connectAsync(b().url, {
@@ -186,37 +172,8 @@ async function scriptedPhone(user: User) {
   return { client: c, requests };
 }
 
-type Events = Array<Record<string, unknown>>;
-
-/** `handset fleet …` in-process, as cli.ts would run it (errors become an error event and exit code). */
-async function fleet(
-  args: string[],
-  o: { env?: Record<string, string>; auth?: boolean } = {},
-): Promise<{ code: number; events: Events; stderr: string[] }> {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  const out = createOutput(
-    true,
-    (l) => lines.push(l),
-    (l) => stderr.push(l),
-  );
-  const auth = o.auth === false ? [] : ["--username", "operator", "--password-file", passwordFile];
-  let code: number;
-  try {
-    const broker = args.includes("--broker") ? [] : ["--broker", b().url];
-    code = await fleetCommand([...args, ...broker, ...auth, "--json"], out, {
-      env: o.env ?? {},
-      settleMs: 300,
-    });
-  } catch (err) {
-    const e = asHandsetError(err);
-    out.error(e);
-    code = exitCodeOf(e);
-  }
-  return { code, events: lines.map((l) => JSON.parse(l) as Record<string, unknown>), stderr };
-}
-
-const ofType = (events: Events, type: string) => events.filter((e) => e["event"] === type);
+/** `handset fleet …` in-process, as cli.ts would run it (fleet-rig.ts: the operator unless auth: false). */
+const fleet: FleetBroker["fleet"] = (args, o) => rig!.fleet(args, o);
 
 describe("handset fleet (real mosquitto)", () => {
   let phone1: Awaited<ReturnType<typeof scriptedPhone>>;
@@ -278,6 +235,7 @@ describe("handset fleet (real mosquitto)", () => {
       (l) => lines.push(l),
       () => {},
     );
+    const { passwordFile } = rig!;
     const args = ["list", "--broker", b().url, "--username", "operator", "--password-file", passwordFile];
     expect(await fleetCommand(args, out, { env: {}, settleMs: 300 })).toBe(0);
     expect(lines).toHaveLength(4);
@@ -298,6 +256,7 @@ describe("handset fleet (real mosquitto)", () => {
     expect(ofType(tls.events, "fleet.summary")[0]).toMatchObject({ phones: 3 });
 
     const id = await b().issueClientCert("operator");
+    const dir = rig!.dir;
     await writeFile(join(dir, "op.pem"), id.cert);
     await writeFile(join(dir, "op.key"), id.key, { mode: 0o600 });
     const cert = await fleet(
@@ -420,19 +379,9 @@ describe("handset fleet (real mosquitto)", () => {
     });
 
     // An independent client (mosquitto_sub) sees the retained desired document.
-    const sub = mosquittoSub(b(), {
-      username: "operator",
-      password: USERS.operator,
-      topics: [`${P}/phone-1/config/desired`],
-      count: 1,
-      format: "%r %p",
-      timeoutS: 10,
-    });
-    const [line] = await sub.waitForLines(1);
-    await sub.done;
-    const [retainFlag, ...json] = line!.split(" ");
-    expect(retainFlag).toBe("1");
-    expect(JSON.parse(json.join(" "))).toEqual({
+    const { retain, doc } = await rig!.retained(`${P}/phone-1/config/desired`);
+    expect(retain).toBe("1");
+    expect(doc).toEqual({
       v: 1,
       version: 3,
       config: { "log.level": "debug", "network.staticRegistrars": ["10.1.0.6:5061"] },
@@ -566,7 +515,7 @@ describe("handset fleet (real mosquitto)", () => {
         "--username",
         "operator",
         "--password-file",
-        passwordFile,
+        rig!.passwordFile,
         "--json",
       ],
       { write: (l) => lines.push(l), writeErr: () => {} },
@@ -599,14 +548,7 @@ describe("handset fleet (real mosquitto)", () => {
 });
 
 describe("handset fleet (flags, no broker)", () => {
-  const run = async (args: string[]) => {
-    const lines: string[] = [];
-    const code = await main(["fleet", ...args, "--json"], {
-      write: (l) => lines.push(l),
-      writeErr: () => {},
-    });
-    return { code, events: lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
-  };
+  const run = fleetMain;
 
   it.each([
     [["bogus"], 'fleet needs "list", "cmd" or "config"'],
@@ -627,13 +569,7 @@ describe("handset fleet (flags, no broker)", () => {
     [["list", "--broker", "mqtt://127.0.0.1:1", "--username", "u", "--anonymous"], "--anonymous"],
     [["list", "--broker", "mqtt://127.0.0.1:1", "--timeout", "-5", "--anonymous"], "--timeout"],
   ])("%j is a usage error (exit 2) before any connection", async (args, message) => {
-    const { code, events } = await run(args);
-    expect(code).toBe(2);
-    expect(events[0]).toMatchObject({
-      event: "error",
-      code: "usage",
-      message: expect.stringContaining(message),
-    });
+    expectUsageError(await run(args), message);
   });
 
   it("a missing password file is one line naming the flag and the file", async () => {
@@ -662,9 +598,8 @@ describe("handset fleet (flags, no broker)", () => {
   });
 
   it("handset fleet --help lists its flags", async () => {
-    const lines: string[] = [];
-    expect(await main(["fleet", "--help"], { write: (l) => lines.push(l) })).toBe(0);
+    const help = await fleetHelp();
     for (const flag of ["--broker", "--password-file", "--anonymous", "--config-version", "--set"])
-      expect(lines.join("\n")).toContain(flag);
+      expect(help).toContain(flag);
   });
 });

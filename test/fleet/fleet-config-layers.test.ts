@@ -6,28 +6,24 @@
  * firmware's own DesiredConfig and report them; the devices behind them only record what they
  * are told to apply (phone-n2 cannot apply utcOffsetMinutes, so that it refuses a key).
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { exitCodeOf, main } from "../../firmware/cli.ts";
-import { fleetCommand } from "../../firmware/commands/fleet.ts";
-import { createOutput } from "../../firmware/commands/output.ts";
-import { asHandsetError, HandsetError } from "../../firmware/core/errors.ts";
+import { HandsetError } from "../../firmware/core/errors.ts";
 import { createLogger } from "../../firmware/core/logger.ts";
 import { SeededRandom } from "../../firmware/core/random.ts";
 import { createMqttPort } from "../../firmware/platform/mqtt-connection.ts";
 import { SystemClock } from "../../firmware/platform/system-clock.ts";
 import { FleetAgent, type FleetDevice } from "../../firmware/telemetry/fleet-agent.ts";
 import type { OutboxSnapshot } from "../../firmware/telemetry/outbox.ts";
+import { hasMosquitto, needMosquitto } from "../support/mosquitto.ts";
 import {
-  hasMosquitto,
-  type Mosquitto,
-  mosquittoSub,
-  needMosquitto,
-  siteAcl,
-  startMosquitto,
-} from "../support/mosquitto.ts";
+  type Events,
+  expectUsageError,
+  type FleetBroker,
+  fleetHelp,
+  fleetMain,
+  ofType,
+  startFleetBroker,
+} from "./fleet-rig.ts";
 import { waitReal } from "./sim-wire.ts";
 
 const P = "handset/v1";
@@ -46,9 +42,7 @@ interface TestPhone {
   applied: Record<string, unknown>;
 }
 
-let broker: Mosquitto | undefined;
-let dir = "";
-let passwordFile = "";
+let rig: FleetBroker | undefined;
 const phones = new Map<PhoneId, TestPhone>();
 
 /** A registered phone that does nothing but record the configuration it is given. */
@@ -87,14 +81,15 @@ function memoryStore() {
 
 beforeAll(async () => {
   if (!hasMosquitto) return;
-  const users = [
-    { username: "operator", password: OPERATOR_PASSWORD },
-    ...Object.keys(PHONES).map((id) => ({ username: id, password: `${id}-pw` })),
-  ];
-  broker = await startMosquitto({ users, acl: siteAcl(P) });
-  dir = await mkdtemp(join(tmpdir(), "handset-fleet-layers-"));
-  passwordFile = join(dir, "operator.pass");
-  await writeFile(passwordFile, `${OPERATOR_PASSWORD}\n`, { mode: 0o600 });
+  rig = await startFleetBroker({
+    users: {
+      operator: OPERATOR_PASSWORD,
+      ...Object.fromEntries(Object.keys(PHONES).map((id) => [id, `${id}-pw`])),
+    },
+    prefix: P,
+    dirPrefix: "handset-fleet-layers-",
+  });
+  const broker = rig.broker;
   const mark = broker.logMark();
   let seed = 0;
   for (const [id, site] of Object.entries(PHONES) as Array<[PhoneId, string]>) {
@@ -131,56 +126,19 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const p of phones.values()) await p.agent.stop().catch(() => {});
-  await broker?.dispose();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await rig?.dispose();
 });
 
 const phone = (id: PhoneId): TestPhone => phones.get(id)!;
 
-type Events = Array<Record<string, unknown>>;
+/** `handset fleet …` in-process as the operator, against the broker (fleet-rig.ts). */
+const fleet = (args: string[]) => rig!.fleet(args);
 
-/** `handset fleet …` in-process, as cli.ts runs it (an error becomes an error event and exit code). */
-async function fleet(args: string[]): Promise<{ code: number; events: Events }> {
-  const lines: string[] = [];
-  const out = createOutput(
-    true,
-    (l) => lines.push(l),
-    () => {},
-  );
-  let code: number;
-  try {
-    code = await fleetCommand(
-      [...args, "--broker", broker!.url, "--username", "operator", "--password-file", passwordFile, "--json"],
-      out,
-      { env: {}, settleMs: 300 },
-    );
-  } catch (err) {
-    const e = asHandsetError(err);
-    out.error(e);
-    code = exitCodeOf(e);
-  }
-  return { code, events: lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
-}
-
-const ofType = (events: Events, type: string) => events.filter((e) => e["event"] === type);
 const reportOf = (events: Events, id: PhoneId) =>
   ofType(events, "fleet.config").find((e) => e["deviceId"] === id);
 
 /** The retained document on a topic, as an independent client (mosquitto_sub) sees it. */
-async function retained(topic: string): Promise<{ retain: string; doc: unknown }> {
-  const sub = mosquittoSub(broker!, {
-    username: "operator",
-    password: OPERATOR_PASSWORD,
-    topics: [topic],
-    count: 1,
-    format: "%r %p",
-    timeoutS: 10,
-  });
-  const [line] = await sub.waitForLines(1);
-  await sub.done;
-  const [retain, ...json] = line!.split(" ");
-  return { retain: retain!, doc: JSON.parse(json.join(" ")) };
-}
+const retained = (topic: string) => rig!.retained(topic);
 
 describe("handset fleet config --org / --site (real mosquitto, three phone cores)", () => {
   it("an org document reaches phones of every site; each report names the org version", async (ctx) => {
@@ -385,14 +343,7 @@ describe("handset fleet config --org / --site (real mosquitto, three phone cores
 });
 
 describe("handset fleet config: which document (flags, no broker)", () => {
-  const run = async (args: string[]) => {
-    const lines: string[] = [];
-    const code = await main(["fleet", ...args, "--broker", "mqtt://127.0.0.1:1", "--anonymous", "--json"], {
-      write: (l) => lines.push(l),
-      writeErr: () => {},
-    });
-    return { code, events: lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
-  };
+  const run = (args: string[]) => fleetMain([...args, "--broker", "mqtt://127.0.0.1:1", "--anonymous"]);
   const set = ["--set", "telemetry.intervalS=60"];
   const ONE_OF = "exactly one of DEVICE, --site SITE or --org";
 
@@ -414,13 +365,7 @@ describe("handset fleet config: which document (flags, no broker)", () => {
     [["list", "--org"], "are for fleet config"],
     [["cmd", "phone-1", "ping", "--site", "north"], "are for fleet config"],
   ])("%j is a usage error (exit 2) before any connection", async (args, message) => {
-    const { code, events } = await run(args);
-    expect(code).toBe(2);
-    expect(events[0]).toMatchObject({
-      event: "error",
-      code: "usage",
-      message: expect.stringContaining(message),
-    });
+    expectUsageError(await run(args), message);
   });
 
   it("--set KEY=null (back to the file's value) passes the table, as on the phone", async () => {
@@ -431,9 +376,7 @@ describe("handset fleet config: which document (flags, no broker)", () => {
   });
 
   it("handset fleet --help shows the layer forms", async () => {
-    const lines: string[] = [];
-    expect(await main(["fleet", "--help"], { write: (l) => lines.push(l) })).toBe(0);
-    const help = lines.join("\n");
+    const help = await fleetHelp();
     for (const text of ["config --site SITE|--org", "--site SITE", "--org", "--wait-for DEVICE (repeatable)"])
       expect(help).toContain(text);
   });

@@ -29,7 +29,6 @@
  * Without baresip a test skips with a plain reason naming the package, except under CI=true,
  * where it fails (.ci/run installs baresip-core).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -38,6 +37,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateTone, type ToneComponent } from "../../firmware/media/tone.ts";
 import { encodeWav, parseWav } from "../../firmware/platform/wav.ts";
+import {
+  freeTcpPort,
+  needPeer,
+  type PeerProcess,
+  spawnPeer,
+  stopPeer,
+  waitOn,
+} from "../support/peer-process.ts";
 
 export const BARESIP = "/usr/bin/baresip";
 export const BARESIP_MODULES = "/usr/lib/baresip/modules";
@@ -53,9 +60,7 @@ const wantsG722 = (o: BaresipOptions) => (o.codecs ?? []).some((c) => c.toLowerC
 
 /** Skips the test without baresip; under CI=true throws instead, so the run fails. */
 export function needBaresip(ctx: { skip: (note?: string) => never }): void {
-  if (hasBaresip) return;
-  if (process.env.CI === "true") throw new Error(BARESIP_MISSING);
-  ctx.skip(BARESIP_MISSING);
+  needPeer(ctx, hasBaresip, BARESIP_MISSING);
 }
 
 /** srtp: SRTP if the peer can (offers RTP/AVP + a=crypto); srtp-mand: RTP/SAVP only. */
@@ -124,18 +129,6 @@ export interface Baresip {
   dispose(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** A test that dies mid-way must not leave user agents behind (they would hold ports). */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once("exit", () => {
-    for (const p of live) p.kill("SIGKILL");
-  });
-}
-
 /** A loopback port free for both TCP and UDP right now (baresip binds both for SIP). */
 async function freeSipPort(): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
@@ -157,18 +150,6 @@ async function freeSipPort(): Promise<number> {
     if (udpFree && port > 0) return port;
   }
   throw new Error("no loopback port free for both TCP and UDP");
-}
-
-async function freeTcpPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const a = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (a === null || typeof a === "string") throw new Error("no port");
-  return a.port;
 }
 
 /** Netstrings (djb): "LEN:BYTES," — how ctrl_tcp frames its JSON both ways. */
@@ -303,7 +284,6 @@ function accountLine(o: BaresipOptions, user: string): string {
 
 export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
   if (!hasBaresip) throw new Error(BARESIP_MISSING);
-  installExitHook();
   const user = o.user ?? "baresip";
   const dir = await mkdtemp(join(tmpdir(), "handset-baresip-"));
   const source = join(dir, "source.wav");
@@ -324,8 +304,7 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
   const eventWaiters = new Set<() => void>();
   const pending = new Map<string, { resolve: (data: string) => void; reject: (e: Error) => void }>();
   let ctrl: Socket | undefined;
-  let proc: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
+  let proc: PeerProcess | undefined;
   let hasExited = false;
   let tokens = 0;
   let sipPort = 0;
@@ -337,22 +316,17 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
     await writeFile(join(dir, "config"), configText({ sipPort, ctrlPort, source, dir, g722 }));
     const from = logText.length;
     hasExited = false;
-    const child = spawn(BARESIP, ["-f", dir, "-t", String(o.lifetimeS ?? 300)], {
+    proc = spawnPeer(BARESIP, ["-f", dir, "-t", String(o.lifetimeS ?? 300)], {
       cwd: dir,
       stdio: ["ignore", "pipe", "pipe"],
     });
-    proc = child;
-    live.add(child);
-    exited = new Promise<void>((resolve) => {
-      child.once("exit", () => {
-        hasExited = true;
-        live.delete(child);
-        for (const w of logWaiters) w();
-        for (const w of eventWaiters) w();
-        for (const p of pending.values()) p.reject(new Error("baresip exited"));
-        pending.clear();
-        resolve();
-      });
+    const child = proc.child;
+    child.once("exit", () => {
+      hasExited = true;
+      for (const w of logWaiters) w();
+      for (const w of eventWaiters) w();
+      for (const p of pending.values()) p.reject(new Error("baresip exited"));
+      pending.clear();
     });
     const take = (text: string) => {
       // ANSI colour codes around warnings; the menu's line editing redraws with backspaces.
@@ -363,31 +337,17 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
     child.stderr?.setEncoding("utf8");
     child.stdout?.on("data", take);
     child.stderr?.on("data", take);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`baresip did not get ready:\n${logText.slice(from)}`));
-      }, 10_000);
-      const done = () => {
-        clearTimeout(timer);
-        logWaiters.delete(check);
-      };
-      const check = () => {
+    await waitOn(
+      logWaiters,
+      () => {
         const out = logText.slice(from);
-        if (/init failed|failed to listen/i.test(out)) {
-          done();
-          reject(new Error(`baresip failed at start:\n${out}`));
-        } else if (hasExited) {
-          done();
-          reject(new Error(`baresip exited at start:\n${out}`));
-        } else if (out.includes("baresip is ready.") && out.includes("Populated 1 account")) {
-          done();
-          resolve();
-        }
-      };
-      logWaiters.add(check);
-      check();
-    });
+        if (/init failed|failed to listen/i.test(out)) throw new Error(`baresip failed at start:\n${out}`);
+        if (hasExited) throw new Error(`baresip exited at start:\n${out}`);
+        if (out.includes("baresip is ready.") && out.includes("Populated 1 account")) return true;
+        return undefined;
+      },
+      { ms: 10_000, error: () => new Error(`baresip did not get ready:\n${logText.slice(from)}`) },
+    );
     ctrl = await connectCtrl(ctrlPort);
     let buf: Buffer = Buffer.alloc(0);
     ctrl.on("data", (chunk: Buffer) => {
@@ -427,8 +387,8 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
         await spawnOnce();
         break;
       } catch (err) {
-        proc?.kill("SIGKILL");
-        await exited;
+        proc?.child.kill("SIGKILL");
+        await proc?.exited;
         if (attempt >= 3 || !/in use/i.test(String(err))) throw err;
       }
     }
@@ -463,12 +423,7 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
 
   const terminate = async () => {
     ctrl?.destroy();
-    const p = proc;
-    if (!p || hasExited) return;
-    p.kill("SIGTERM");
-    const hard = setTimeout(() => p.kill("SIGKILL"), 3_000);
-    await exited;
-    clearTimeout(hard);
+    if (proc) await stopPeer(proc);
   };
 
   const latestDumps = async (): Promise<{ enc?: string; dec?: string }> => {
@@ -508,32 +463,25 @@ export async function startBaresip(o: BaresipOptions = {}): Promise<Baresip> {
     eventMark: () => events.length,
     waitForEvent: (type, w = {}) => {
       const from = w.from ?? 0;
-      return new Promise<BaresipEvent>((resolve, reject) => {
-        const check = () => {
+      return waitOn(
+        eventWaiters,
+        () => {
           const hit = events.slice(from).find((e) => e.type === type);
-          if (hit) {
-            done();
-            resolve(hit);
-          } else if (hasExited) {
-            done();
-            reject(new Error(`baresip exited before ${type}:\n${logText}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          const seen = events
-            .slice(from)
-            .map((e) => e.type)
-            .join(", ");
-          reject(new Error(`no baresip event ${type} (saw: ${seen || "none"}); its log:\n${logText}`));
-        }, w.timeoutMs ?? 10_000);
-        const done = () => {
-          clearTimeout(timer);
-          eventWaiters.delete(check);
-        };
-        eventWaiters.add(check);
-        check();
-      });
+          if (hit) return hit;
+          if (hasExited) throw new Error(`baresip exited before ${type}:\n${logText}`);
+          return undefined;
+        },
+        {
+          ms: w.timeoutMs ?? 10_000,
+          error: () => {
+            const seen = events
+              .slice(from)
+              .map((e) => e.type)
+              .join(", ");
+            return new Error(`no baresip event ${type} (saw: ${seen || "none"}); its log:\n${logText}`);
+          },
+        },
+      );
     },
     recording: async () => {
       // sndfile closes (and finishes the header of) its files as the call's audio is torn down,

@@ -183,6 +183,20 @@ describe("a call, both ways", () => {
     expect(bob.core.callState).toEqual({ serverTransactions: 0, dialogs: 0, awaitingAck: 0 });
   });
 
+  it("the line is given up before the ACK of bob's 200 arrived (hangUp now): the BYE goes at once, once", () => {
+    const { pool, alice, bob } = twoPhones();
+    const call = dial(alice, "sip:bob@lab.test");
+    settle(pool);
+    const inc = bob.incoming[0]!;
+    inc.answer();
+    inc.hangUp({ now: true }); // the flow is about to close: no ACK could reach bob any more
+    expect(inc.endReason).toEqual({ reason: "local-hangup" });
+    expect(pool.trace().slice(-2)).toEqual(["bob→alice 200 INVITE", "bob→alice BYE"]);
+    settle(pool, 40_000);
+    expect(pool.trace().filter((t) => t === "bob→alice BYE")).toHaveLength(1);
+    expect(call.endReason).toEqual({ reason: "remote-hangup" });
+  });
+
   it("a 2xx never ACKed: retransmitted for 64·T1, then BYE and 'no-ack'", () => {
     const { pool, alice, bob } = twoPhones();
     pool.tamper = (m) => (m.kind === "request" && m.method === "ACK" ? "drop" : "pass");

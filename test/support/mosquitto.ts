@@ -12,14 +12,15 @@
  *
  * Without mosquitto a test skips with a plain reason, except under CI=true, where it fails.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { LabCa } from "../lab/ca.ts";
+import { freeTcpPort, needPeer, spawnPeer, stopPeer, waitOn } from "./peer-process.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -33,9 +34,7 @@ export const hasMosquitto = [MOSQUITTO, MOSQUITTO_SUB, MOSQUITTO_RR, MOSQUITTO_P
 );
 
 export function needMosquitto(ctx: { skip: (note?: string) => never }): void {
-  if (hasMosquitto) return;
-  if (process.env.CI === "true") throw new Error(MOSQUITTO_MISSING);
-  ctx.skip(MOSQUITTO_MISSING);
+  needPeer(ctx, hasMosquitto, MOSQUITTO_MISSING);
 }
 
 export interface MosquittoUser {
@@ -102,18 +101,6 @@ export interface Mosquitto {
   dispose(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** A test that dies mid-way must not leave brokers behind. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once("exit", () => {
-    for (const p of live) p.kill("SIGKILL");
-  });
-}
-
 /**
  * The site ACL README.md shows ("Fleet over MQTT"; a test keeps the two the same): a phone (user
  * name = device id) writes only its own state, events and reports, reads only its own commands
@@ -138,17 +125,7 @@ export function siteAcl(prefix = "handset/v1", operator = "operator"): string[] 
 }
 
 /** A loopback port nothing listens on at this moment. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
+export const freePort = freeTcpPort;
 
 function tcpAccepts(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -202,7 +179,6 @@ function configText(o: {
 }
 
 export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitto> {
-  installExitHook();
   const dir = await mkdtemp(join(tmpdir(), "handset-mosquitto-"));
   const ca = await LabCa.create("Handset MQTT Test CA");
   const server = await ca.issueServer("localhost", [], ["127.0.0.1"]);
@@ -224,7 +200,7 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitt
   let logText = "";
   const logWaiters = new Set<() => void>();
   let proc: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
+  let exited: Promise<unknown> = Promise.resolve();
   let frozen = false;
 
   const spawnOnce = async (ports: { port: number; tlsPort: number; certPort: number | undefined }) => {
@@ -240,17 +216,12 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitt
       }),
     );
     const from = logText.length;
-    const child = spawn(MOSQUITTO, ["-c", confPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const peer = spawnPeer(MOSQUITTO, ["-c", confPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = peer.child;
     proc = child;
-    live.add(child);
-    let hasExited = false;
-    exited = new Promise<void>((resolve) => {
-      child.once("exit", () => {
-        hasExited = true;
-        live.delete(child);
-        for (const w of logWaiters) w();
-        resolve();
-      });
+    exited = peer.exited;
+    child.once("exit", () => {
+      for (const w of logWaiters) w();
     });
     child.stderr?.setEncoding("utf8");
     child.stderr?.on("data", (text: string) => {
@@ -258,18 +229,10 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitt
       for (const w of logWaiters) w();
     });
     // Ready = it said so and every listener accepts a TCP connection (no fixed sleeps).
-    await new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (/mosquitto version \S+ running/.test(logText.slice(from))) {
-          logWaiters.delete(check);
-          resolve();
-        } else if (hasExited) {
-          logWaiters.delete(check);
-          reject(new Error(`mosquitto exited at start:\n${logText.slice(from)}`));
-        }
-      };
-      logWaiters.add(check);
-      check();
+    await waitOn(logWaiters, () => {
+      if (/mosquitto version \S+ running/.test(logText.slice(from))) return true;
+      if (peer.hasExited()) throw new Error(`mosquitto exited at start:\n${logText.slice(from)}`);
+      return undefined;
     });
     for (const p of [ports.port, ports.tlsPort, ports.certPort])
       if (p !== undefined && !(await tcpAccepts(p))) throw new Error(`mosquitto does not accept on ${p}`);
@@ -341,24 +304,9 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitt
     waitForLog: (match, w = {}) => {
       const from = w.from ?? 0;
       const test = (line: string) => (typeof match === "string" ? line.includes(match) : match.test(line));
-      return new Promise<string>((resolve, reject) => {
-        const check = () => {
-          const hit = logText.slice(from).split("\n").find(test);
-          if (hit !== undefined) {
-            done();
-            resolve(hit);
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`mosquitto log has no ${String(match)}:\n${logText.slice(from)}`));
-        }, w.timeoutMs ?? 10_000);
-        const done = () => {
-          clearTimeout(timer);
-          logWaiters.delete(check);
-        };
-        logWaiters.add(check);
-        check();
+      return waitOn(logWaiters, () => logText.slice(from).split("\n").find(test), {
+        ms: w.timeoutMs ?? 10_000,
+        error: () => new Error(`mosquitto log has no ${String(match)}:\n${logText.slice(from)}`),
       });
     },
     dispose: async () => {
@@ -443,8 +391,8 @@ export function mosquittoSub(
     ...(o.timeoutS === undefined ? [] : ["-W", String(o.timeoutS)]),
     ...(o.extra ?? []),
   ];
-  const child = spawn(MOSQUITTO_SUB, args, { stdio: ["ignore", "pipe", "pipe"] });
-  live.add(child);
+  const peer = spawnPeer(MOSQUITTO_SUB, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = peer.child;
   let stdout = "";
   let stderr = "";
   const waiters = new Set<() => void>();
@@ -457,11 +405,8 @@ export function mosquittoSub(
   child.stderr?.on("data", (t: string) => {
     stderr += t;
   });
-  let exited = false;
   const done = new Promise<CliResult>((resolve) => {
     child.once("exit", (code) => {
-      exited = true;
-      live.delete(child);
       for (const w of waiters) w();
       resolve({ code, stdout, stderr });
     });
@@ -472,28 +417,15 @@ export function mosquittoSub(
     subscribed: b.waitForLog(`Sending SUBACK to ${clientId}`, { from }).then(() => undefined),
     lines,
     waitForLines: (n) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          if (lines().length >= n) {
-            waiters.delete(check);
-            resolve(lines());
-          } else if (exited) {
-            waiters.delete(check);
-            reject(new Error(`mosquitto_sub ended with ${lines().length} of ${n} lines: ${stderr}`));
-          }
-        };
-        waiters.add(check);
-        check();
+      waitOn(waiters, () => {
+        if (lines().length >= n) return lines();
+        if (peer.hasExited())
+          throw new Error(`mosquitto_sub ended with ${lines().length} of ${n} lines: ${stderr}`);
+        return undefined;
       }),
     done,
-    stop: () => {
-      if (!exited) child.kill("SIGTERM");
-      // A client stuck mid-connect has been seen to ignore SIGTERM: never let a test hang on it.
-      const hard = setTimeout(() => {
-        if (!exited) child.kill("SIGKILL");
-      }, 3_000);
-      return done.finally(() => clearTimeout(hard));
-    },
+    // A client stuck mid-connect has been seen to ignore SIGTERM: never let a test hang on it.
+    stop: () => stopPeer(peer).then(() => done),
   };
 }
 
@@ -530,8 +462,7 @@ export function mosquittoRr(
     String(o.timeoutS ?? 10),
     ...(o.correlationData === undefined ? [] : ["-D", "publish", "correlation-data", o.correlationData]),
   ];
-  const child = spawn(MOSQUITTO_RR, args, { stdio: ["ignore", "pipe", "pipe"] });
-  live.add(child);
+  const { child } = spawnPeer(MOSQUITTO_RR, args, { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout?.setEncoding("utf8");
@@ -544,7 +475,6 @@ export function mosquittoRr(
   });
   return new Promise((resolve) => {
     child.once("exit", (code) => {
-      live.delete(child);
       resolve({ code, stdout, stderr, clientId });
     });
   });

@@ -46,10 +46,10 @@ export class CallAgent {
     return this.incoming.on(listener);
   }
 
-  /** Stops taking calls and hangs up the ones in progress. */
+  /** Stops taking calls and hangs up the ones in progress: the flow is going (Call.hangUp `now`). */
   stop(): void {
     this.off();
-    for (const c of [...this.live]) c.hangUp();
+    for (const c of [...this.live]) c.hangUp({ now: true });
   }
 
   private onInvite(invite: IncomingInvite): void {

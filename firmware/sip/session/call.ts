@@ -333,7 +333,13 @@ export class Call {
   }
 
   /** Ends the call whatever its state: CANCEL or 603 before an answer, BYE after. */
-  hangUp(): void {
+  /**
+   * Ends the call whatever its state. `now`: the flow under the call is about to close (the line
+   * is given up), so an answered call not yet ACKed says BYE at once rather than waiting for an
+   * ACK that can no longer arrive: §15's wait protects a BYE racing its own 2xx, but without the
+   * BYE the far end would stay in a call with no one until its session timer.
+   */
+  hangUp(o: { now?: boolean } = {}): void {
     switch (this._state) {
       case "calling":
       case "ringing":
@@ -345,6 +351,12 @@ export class Call {
         this.reject(603);
         return;
       case "answered":
+        if (o.now) {
+          if (this.incoming) this.incoming.onAckTimeout = () => {}; // the BYE is already said
+          this.bye();
+          this.end("local-hangup");
+          return;
+        }
         // §15: the callee sends no BYE before the ACK of its 2xx (or the 2xx's 64·T1 timeout).
         this.byeAfterAck = true;
         this.end("local-hangup");
