@@ -785,19 +785,20 @@ function nextConfig(
   return config;
 }
 
+/** What a `config` run changes in a desired document, and how long it waits for the answers. */
+interface ConfigEdit {
+  sets: Array<[string, unknown]>;
+  unsets: string[];
+  version?: number;
+  timeoutMs: number;
+  maxWaitMs: number;
+}
+
 async function configCommand(
   s: Session,
   out: Output,
   d: FleetDeps,
-  o: {
-    device: string;
-    topics: FleetTopics;
-    sets: Array<[string, unknown]>;
-    unsets: string[];
-    version?: number;
-    timeoutMs: number;
-    maxWaitMs: number;
-  },
+  o: ConfigEdit & { device: string; topics: FleetTopics },
 ): Promise<number> {
   const desiredTopic = o.topics.desired;
   const reportedTopic = o.topics.reported;
@@ -938,16 +939,11 @@ async function layerConfigCommand(
   s: Session,
   out: Output,
   d: FleetDeps,
-  o: {
+  o: ConfigEdit & {
     layer: Exclude<ConfigLayer, "device">;
     site?: string;
     topic: string;
     waitFor: Array<{ device: string; reported: string }>;
-    sets: Array<[string, unknown]>;
-    unsets: string[];
-    version?: number;
-    timeoutMs: number;
-    maxWaitMs: number;
   },
 ): Promise<number> {
   const where = o.site !== undefined ? { layer: o.layer, site: o.site } : { layer: o.layer };

@@ -1021,31 +1021,15 @@ export class Phone {
         return;
       case "transferred": {
         // The original call's end, for the log and the fleet; the screen stays with the new call.
-        const end = e.end;
         this.lastCallState = undefined;
-        this.events.emit({
-          event: "call",
-          state: "ended",
-          direction: end.direction,
-          remote: end.number,
-          reason: end.reason,
-          durationMs: end.durationMs,
-        });
+        this.emitEnded(e.end);
         return;
       }
       case "ended": {
         const end = e.end;
         this.ended = end;
         this.lastCallState = undefined;
-        this.events.emit({
-          event: "call",
-          state: "ended",
-          direction: end.direction,
-          remote: end.number,
-          reason: end.reason,
-          ...(end.status !== undefined ? { status: end.status } : {}),
-          durationMs: end.durationMs,
-        });
+        this.emitEnded(end);
         this.dialText = "";
         this.dialTimer?.cancel();
         this.endedTimer?.cancel();
@@ -1077,6 +1061,19 @@ export class Phone {
   }
 
   /** The call's screen follows its phase; the transfer screen stays while the call is connected. */
+  /** A call's end as the phone's event: the log, the fleet's call.ended. */
+  private emitEnded(end: CallEnd): void {
+    this.events.emit({
+      event: "call",
+      state: "ended",
+      direction: end.direction,
+      remote: end.number,
+      reason: end.reason,
+      ...(end.status !== undefined ? { status: end.status } : {}),
+      durationMs: end.durationMs,
+    });
+  }
+
   private syncCallUi(): void {
     const c = this.desk.view();
     if (!c) return;

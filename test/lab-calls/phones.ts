@@ -351,10 +351,18 @@ export function cancelOf(invite: SipRequest): SipRequest {
 }
 
 /** Keeps call messages away from the user-agent core, which would answer an INVITE with 501. */
-function registrationView(inner: Flow, onCall: (m: SipMessage) => void): Flow {
+/**
+ * The flow as the registration's core sees it: messages `divert` picks (by default, call
+ * messages) go to `onDiverted` instead, for the test to take.
+ */
+export function registrationView(
+  inner: Flow,
+  onDiverted: (m: SipMessage) => void,
+  divert: (m: SipMessage) => boolean = isCall,
+): Flow {
   const listeners: Array<(m: SipMessage) => void> = [];
   inner.onMessage((m) => {
-    if (isCall(m)) onCall(m);
+    if (divert(m)) onDiverted(m);
     else for (const l of listeners) l(m);
   });
   return {

@@ -24,7 +24,7 @@ import {
 } from "../../firmware/sip/message/message.ts";
 import type { Registration, RegistrationEvent } from "../../firmware/sip/registration/registration.ts";
 import { UserAgentCore } from "../../firmware/sip/user-agent-core.ts";
-import { labRegistration, registered, verdictOf } from "../lab-calls/phones.ts";
+import { labRegistration, registered, registrationView, verdictOf } from "../lab-calls/phones.ts";
 import { type Lab, startLab } from "./lab.ts";
 import { gruuEpid, LYNC_ALLOW_EVENTS, registrarFeatures } from "./registrar.ts";
 
@@ -69,26 +69,18 @@ class Client {
       serverName,
     });
     let client: Client | undefined;
-    const listeners: Array<(m: SipMessage) => void> = [];
     const early: SipMessage[] = [];
     flow.onMessage((m) => {
       if (m.kind === "response" && cseqMethod(m) === "REGISTER") client?.registerAnswers.push(m);
-      if (forTest(m)) {
+    });
+    const view = registrationView(
+      flow,
+      (m) => {
         if (client) client.receive(m);
         else early.push(m);
-      } else for (const l of listeners) l(m);
-    });
-    const view: Flow = {
-      remote: flow.remote,
-      local: flow.local,
-      peerCertificatePem: flow.peerCertificatePem,
-      send: (m) => flow.send(m),
-      sendPing: () => flow.sendPing(),
-      close: () => flow.close(),
-      onMessage: (l) => listeners.push(l),
-      onPong: (l) => flow.onPong(l),
-      onClose: (l) => flow.onClose(l),
-    };
+      },
+      forTest,
+    );
     const random = new CryptoRandom();
     const core = new UserAgentCore(view, { clock, random, logger: silentLogger });
     const reg = labRegistration(

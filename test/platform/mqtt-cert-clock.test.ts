@@ -313,8 +313,13 @@ describe("MQTT edge: mosquitto's certificate at the phone's time", () => {
     const err = await refusal(past.connect(options(b.tlsUrl, b.ca, { clientId: "phone-late" })));
     expect(err.code).toBe("mqtt-tls");
     expect(err.message).toContain("outside its validity at the phone's time");
-    // mosquitto saw a connection come and go, and no CONNECT from us.
-    await b.waitForLog(/Client <unknown> (closed its connection|disconnected)/, { from: mark });
+    // mosquitto saw a connection come and go, and no CONNECT from us. How it logs the going
+    // depends on how far its TLS read had got when we dropped it: "closed its connection", or
+    // "connection from … failed: … unexpected eof" (seen once in a loaded full run).
+    await b.waitForLog(
+      /Client <unknown> (closed its connection|disconnected)|Client connection from \S+ failed: .*unexpected eof/,
+      { from: mark },
+    );
     expect(b.log().slice(mark)).not.toMatch(/phone-late/);
     expect(pastClock.handedAtCheck).toEqual([0]);
   });
